@@ -1,0 +1,19 @@
+"""deconvnet: see what a CNN's units respond to.
+
+Reproduces the deconvnet of Zeiler & Fergus, "Visualizing and Understanding
+Convolutional Networks" (ECCV 2014), with guided backpropagation and the plain
+gradient as the other two ReLU rules.
+
+>>> import deconvnet
+>>> model, transform = deconvnet.load_model("vgg16-hed")          # doctest: +SKIP
+>>> with deconvnet.Deconvnet(model) as dn:                           # doctest: +SKIP
+...     rec = dn.project(x, layer="conv5_3", channel=12)
+"""
+
+from .engine import Deconvnet, Projection, Unit
+from .errors import DeconvError
+from .receptive import Box, ReceptiveField
+from .rules import MODES
+
+__all__ = ["Box", "DeconvError", "Deconvnet", "MODES", "Projection", "ReceptiveField", "Unit"]
+__version__ = "0.1.0"

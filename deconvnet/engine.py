@@ -1,0 +1,396 @@
+"""Project one activation back to pixel space (Zeiler & Fergus, ECCV 2014, Sec. 2.1).
+
+A forward pass records what the mirror needs: the max-pool switches, the ReLU masks and
+the input shapes. Then the chosen activation alone seeds a backward pass through the
+mirrored network: unpool with the switches, rectify, transposed convolution with the
+convolution's own weights. The three modes differ only at the ReLU (see rules.RELU_RULES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+from .errors import DeconvError
+from .graph import Layer, LayerGraph
+from .receptive import Box, ReceptiveField, receptive_fields
+from .rules import (
+    FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Mirror, check_mode, supported_operations, take_rows,
+)
+
+
+class Unit(NamedTuple):
+    """One activation: image index in the batch, channel, (y, x) or None for a 1-D layer, value."""
+
+    image: int
+    channel: int
+    position: tuple[int, int] | None
+    value: float
+
+
+@dataclass
+class Projection:
+    """The projections of several units of one layer: ``maps[i]`` belongs to ``units[i]``."""
+
+    maps: Tensor  # (B, C_in, H, W)
+    units: list[Unit]
+    layer: Layer
+
+
+class _Unsupported:
+    """Stands in the mirror for an operation with no rule; raising only if a projection crosses it."""
+
+    def __init__(self, layer: Layer, reason: str) -> None:
+        self.layer, self.reason = layer, reason
+
+    def __repr__(self) -> str:
+        return f"Unsupported({self.layer.kind}: {self.reason})"
+
+
+class DeconvnetMirror(nn.Module):
+    """The mirrored network, one backward step per forward operation, printed top-down."""
+
+    def __init__(self, graph: LayerGraph) -> None:
+        super().__init__()
+        self.steps: dict[fx.Node, Mirror | _Unsupported] = {}
+        self.names: dict[fx.Node, str] = {}
+        modules = nn.ModuleList()
+        for layer in graph.layers:
+            step = _build_mirror(layer)
+            self.steps[layer.node], self.names[layer.node] = step, layer.name
+            if isinstance(step, Mirror):
+                modules.append(step)
+        self.modules_ = modules  # registered so .to()/parameters() see the tied weights
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}(  # from the top layer down to the pixels"]
+        for node in reversed(list(self.steps)):
+            lines.append(f"  ({self.names[node]}): {self.steps[node]!r}".replace("\n", "\n  "))
+        return "\n".join(lines + [")"])
+
+
+def _build_mirror(layer: Layer) -> Mirror | _Unsupported:
+    node = layer.node
+    if layer.module is not None:
+        builder, key = MODULE_RULES.get(type(layer.module)), layer.module
+    elif node.op == "call_function":
+        builder, key = FUNCTION_RULES.get(node.target), None
+    else:
+        builder, key = METHOD_RULES.get(node.target), None
+    if builder is None:
+        return _Unsupported(layer, "no deconvnet rule for this operation")
+    try:
+        return builder(key) if key is not None else builder(node.args, node.kwargs)
+    except DeconvError as error:
+        return _Unsupported(layer, str(error))
+
+
+class Deconvnet:
+    """A deconvnet attached to a model: project activations of any layer back to pixels.
+
+    The model is only read: nothing is registered on it, nothing swapped, and its
+    in-place ReLUs keep working. Use it as a context manager or call ``release()``.
+
+    >>> import torch, torchvision
+    >>> model = torchvision.models.vgg11().eval()
+    >>> with Deconvnet(model) as dn:
+    ...     rec = dn.project(torch.rand(1, 3, 64, 64), layer="conv3_1", channel=5)
+    >>> rec.shape
+    torch.Size([1, 3, 64, 64])
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.graph = LayerGraph(model)
+        self.model = model
+        self.mirror = DeconvnetMirror(self.graph)
+        self._fields = receptive_fields(self.graph)
+        self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
+
+    # -- lifetime ---------------------------------------------------------------------
+    def __enter__(self) -> "Deconvnet":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Drop the trace, the mirror and the cached forward passes."""
+        self._truncated.clear()
+        self.mirror = None
+        self._fields = {}
+
+    # -- layers -----------------------------------------------------------------------
+    def layer(self, name: str) -> Layer:
+        return self.graph.find(name)
+
+    def receptive_field(self, layer: str) -> ReceptiveField:
+        """The receptive field of ``layer``'s units in input pixels."""
+        return self._fields.get(self.graph.find(layer).node, ReceptiveField(None))
+
+    def box(self, layer: str, position: tuple[int, int] | None, image_size: tuple[int, int]) -> Box:
+        """The input rectangle seen by the unit at ``position`` (unclipped)."""
+        y, x = position if position is not None else (None, None)
+        return self.receptive_field(layer).box(y, x, image_size)
+
+    # -- forward ----------------------------------------------------------------------
+    def activations(self, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """The outputs of ``layers`` for input ``x``, the forward pass stopping at the deepest.
+
+        >>> import torch, torchvision
+        >>> dn = Deconvnet(torchvision.models.vgg11().eval())
+        >>> dn.activations(torch.rand(2, 3, 32, 32), ["conv2_1"])["conv2_1"].shape
+        torch.Size([2, 128, 16, 16])
+        """
+        self._check_input(x)
+        key = tuple(layers)
+        if key not in self._truncated:
+            self._truncated[key] = self._truncate([self.graph.find(n).node for n in layers])
+        with torch.inference_mode():
+            outputs = self._run_checked(self._truncated[key], x)
+        return dict(zip(layers, outputs))
+
+    def _truncate(self, targets: list[fx.Node]) -> fx.GraphModule:
+        """A compiled forward that runs only what ``targets`` need and returns their outputs."""
+        needed = set()
+        for target in targets:
+            needed.update(self.graph.ancestors(target))
+        graph = fx.Graph()
+        copies: dict[fx.Node, fx.Node] = {}
+        for node in self.graph.graph.nodes:
+            if node in needed:
+                copies[node] = graph.node_copy(node, lambda n: copies[n])
+        outputs = []
+        for target in targets:
+            value = copies[target]
+            if any(user in needed for user in target.users):
+                # a later in-place ReLU would overwrite this output: keep a copy
+                value = graph.call_method("clone", (value,))
+            outputs.append(value)
+        graph.output(tuple(outputs))
+        return fx.GraphModule(self.model, graph)
+
+    def _run_checked(self, function, x: Tensor):
+        try:
+            return function(x)
+        except RuntimeError as error:
+            raise DeconvError(
+                f"the model failed on an input of shape {tuple(x.shape)}: {str(error).splitlines()[0]}"
+            ) from error
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), received {type(x).__name__}")
+        if x.dim() != 4:
+            raise DeconvError(f"expected an input of shape (N, C, H, W), received shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise DeconvError(f"expected a floating-point input, received {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise DeconvError("the input contains NaN or infinite values")
+        if self.model.training:
+            raise DeconvError(
+                "the model is in training mode (dropout and batch statistics would change the result): "
+                "call model.eval() first"
+            )
+
+    def _record(self, x: Tensor, target: fx.Node, mode: str) -> tuple[Tensor, dict, set, set]:
+        """Run the forward pass up to ``target``, keeping what each mirror step needs."""
+        order = self.graph.ancestors(target)
+        last_use = {}
+        for index, node in enumerate(order):
+            for source in node.all_input_nodes:
+                last_use[source] = index
+        modules = dict(self.graph.model.named_modules())
+        values: dict[fx.Node, Any] = {}
+        saved: dict[fx.Node, Any] = {}
+        tensors: set[fx.Node] = set()  # nodes whose value is a tensor
+        on_path: set[fx.Node] = set()  # ... and depends on the input
+        for index, node in enumerate(order):
+            args = fx.node.map_arg(node.args, values.__getitem__)
+            kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
+            if node.op == "placeholder":
+                values[node] = x
+            elif node.op == "get_attr":
+                values[node] = _fetch_attribute(self.model, node.target)
+            else:
+                call = _callable(node, modules, args, kwargs)
+                if any(source in on_path for source in node.all_input_nodes):
+                    step = self.mirror.steps[node]
+                    if isinstance(step, _Unsupported):
+                        values[node] = call()
+                        if isinstance(values[node], Tensor):
+                            raise DeconvError(
+                                f"cannot project through {step.layer.name} ({step.layer.kind}): "
+                                f"{step.reason}. Supported operations: {supported_operations()}"
+                            )
+                    else:
+                        values[node], saved[node] = step.run(call, _flat(args), mode)
+                else:
+                    values[node] = call()
+            if isinstance(values[node], Tensor):
+                tensors.add(node)
+                if node.op == "placeholder" or any(s in on_path for s in node.all_input_nodes):
+                    on_path.add(node)
+            for source in node.all_input_nodes:
+                if last_use.get(source) == index and source is not target:
+                    values.pop(source, None)  # free activations nothing later reads
+        return values[target], saved, tensors, on_path
+
+    # -- projection -------------------------------------------------------------------
+    def project_units(
+        self,
+        x: Tensor,
+        layer: str,
+        units: Sequence[tuple[int, int, tuple[int, int] | None]],
+        *,
+        mode: str = "deconvnet",
+    ) -> Projection:
+        """Project several units of one layer in one batched backward pass.
+
+        ``units`` are (image index in x, channel, position or None for the strongest).
+        All units share one forward pass and its switches.
+
+        >>> import torch, torchvision
+        >>> dn = Deconvnet(torchvision.models.vgg11().eval())
+        >>> p = dn.project_units(torch.rand(1, 3, 64, 64), "conv2_1", [(0, 3, None), (0, 7, (4, 5))])
+        >>> p.maps.shape, p.units[1].position
+        (torch.Size([2, 3, 64, 64]), (4, 5))
+        """
+        check_mode(mode)
+        self._check_input(x)
+        target = self.graph.find(layer)
+        if not units:
+            raise DeconvError("expected at least one unit to project, received none")
+        with torch.no_grad():
+            try:
+                activation, saved, tensors, on_path = self._record(x, target.node, mode)
+            except RuntimeError as error:
+                raise DeconvError(
+                    f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
+                    f"{str(error).splitlines()[0]}"
+                ) from error
+            if not isinstance(activation, Tensor) or target.node not in on_path:
+                raise DeconvError(f"layer {layer} does not produce a tensor computed from the input")
+            chosen = [self._select(activation, target, *unit) for unit in units]
+            seed = torch.zeros(len(chosen), *activation.shape[1:], dtype=activation.dtype, device=activation.device)
+            for row, unit in enumerate(chosen):
+                seed[(row, unit.channel, *(unit.position or ()))] = unit.value
+            rows = torch.tensor([u.image for u in chosen], device=x.device)
+            if len(chosen) == x.shape[0] and bool((rows == torch.arange(len(chosen), device=x.device)).all()):
+                rows = None  # one unit per image, in order: the records serve as they are
+            maps = self._backward(seed, target.node, saved, tensors, on_path, rows, mode)
+        return Projection(maps, chosen, target)
+
+    def project(
+        self,
+        x: Tensor,
+        layer: str,
+        channel: int | Sequence[int],
+        position: tuple[int, int] | None = None,
+        mode: str = "deconvnet",
+    ) -> Tensor:
+        """Project one unit of ``layer`` per image back to pixel space.
+
+        The unit is ``channel`` at ``position`` (y, x), or the channel's strongest
+        activation when ``position`` is None. Every other activation of the layer is
+        zeroed; the unit keeps its own value. Returns a tensor shaped like ``x``; for a
+        list of channels, (N, len(channels), C, H, W) from one forward pass.
+
+        >>> import torch, torchvision
+        >>> with Deconvnet(torchvision.models.vgg11().eval()) as dn:
+        ...     dn.project(torch.rand(1, 3, 64, 64), "conv3_1", [1, 2], mode="guided").shape
+        torch.Size([1, 2, 3, 64, 64])
+        """
+        many = not isinstance(channel, int)
+        channels = list(channel) if many else [channel]
+        units = [(n, c, position) for n in range(x.shape[0] if isinstance(x, Tensor) else 0) for c in channels]
+        if not isinstance(x, Tensor):
+            self._check_input(x)
+        maps = self.project_units(x, layer, units, mode=mode).maps
+        return maps.view(x.shape[0], len(channels), *maps.shape[1:]) if many else maps
+
+    def _select(self, activation: Tensor, layer: Layer, image: int, channel: int, position) -> Unit:
+        if not isinstance(channel, int) or isinstance(channel, bool):
+            raise DeconvError(f"expected an integer channel, received {channel!r}")
+        count = activation.shape[1]
+        if not 0 <= channel < count:
+            raise DeconvError(
+                f"channel {channel} is out of range for layer {layer.name}: it has {count} channels (0..{count - 1})"
+            )
+        if not 0 <= image < activation.shape[0]:
+            raise DeconvError(f"image index {image} is out of range: the batch has {activation.shape[0]} images")
+        plane = activation[image, channel]
+        if activation.dim() == 2:
+            if position is not None:
+                raise DeconvError(f"layer {layer.name} is one-dimensional ({layer.kind}): give no position")
+            return Unit(image, channel, None, float(plane))
+        if activation.dim() != 4:
+            raise DeconvError(f"expected layer {layer.name} to output (N, C) or (N, C, H, W), "
+                              f"received shape {tuple(activation.shape)}")
+        height, width = plane.shape
+        if position is None:
+            flat = int(plane.argmax())  # the first maximum in row-major order
+            position = (flat // width, flat % width)
+        y, x = (int(v) for v in position)
+        if not (0 <= y < height and 0 <= x < width):
+            raise DeconvError(
+                f"position ({y}, {x}) is outside layer {layer.name}'s {height}x{width} map: "
+                f"expected 0 <= y < {height} and 0 <= x < {width}"
+            )
+        return Unit(image, channel, (y, x), float(plane[y, x]))
+
+    def _backward(
+        self, seed: Tensor, target: fx.Node, saved: dict, tensors: set, on_path: set, rows, mode: str
+    ) -> Tensor:
+        """Carry the seed down the mirror; signals meeting at a node (residual paths) add up."""
+        signals: dict[fx.Node, Tensor] = {target: seed}
+        for node in reversed(self.graph.ancestors(target)):
+            signal = signals.pop(node, None)
+            if signal is None or node is self.graph.input:
+                if node is self.graph.input:
+                    return signal if signal is not None else torch.zeros_like(seed)
+                continue
+            step = self.mirror.steps[node]
+            outputs = step(signal, take_rows(saved.get(node), rows), mode)
+            # A step answers one signal per tensor argument, in argument order.
+            sources = [n for n in _flat_nodes(node) if n in tensors]
+            assert len(outputs) == len(sources), (node, len(outputs), len(sources))
+            for source, contribution in zip(sources, outputs):
+                if source in on_path and contribution is not None:
+                    signals[source] = signals[source] + contribution if source in signals else contribution
+        raise AssertionError("the traversal never reached the input")
+
+
+def _flat(args: Any) -> list[Any]:
+    """Arguments in order, lists (torch.cat's) flattened."""
+    flat: list[Any] = []
+    for arg in args:
+        flat.extend(_flat(arg) if isinstance(arg, (list, tuple)) else [arg])
+    return flat
+
+
+def _flat_nodes(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _callable(node: fx.Node, modules: dict[str, nn.Module], args, kwargs):
+    if node.op == "call_module":
+        module = modules[node.target]
+        return lambda: module(*args, **kwargs)
+    if node.op == "call_function":
+        return lambda: node.target(*args, **kwargs)
+    if node.op == "call_method":
+        return lambda: getattr(args[0], node.target)(*args[1:], **kwargs)
+    raise AssertionError(f"unexpected node kind {node.op}")
+
+
+def _fetch_attribute(model: nn.Module, target: str) -> Any:
+    value: Any = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value

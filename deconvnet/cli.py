@@ -1,0 +1,145 @@
+"""The ``deconv`` command: parse arguments, call the API, report. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import DeconvError
+from .rules import MODES
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (no usage dump) with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"deconv: error: {message} (see deconv {self.prog.split()[-1]} --help)\n")
+
+
+def _position(text: str) -> tuple[int, int]:
+    try:
+        y, x = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Y,X (two integers), received {text!r}") from None
+    return y, x
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise argparse.ArgumentTypeError(f"unknown mode {text!r}: expected one of {', '.join(MODES)}")
+    return text
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from .models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see deconv models)")
+    parser.add_argument("--weights", help="a local state dict (.safetensors or .pt), or 'random'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="deconv", description="See what a CNN's units respond to (Zeiler & Fergus deconvnet).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    visualize = commands.add_parser("visualize", help="project one unit of a layer back to pixels, as a figure")
+    visualize.add_argument("image", help="an image file")
+    visualize.add_argument("--layer", required=True, help="layer name or alias (see deconv layers)")
+    visualize.add_argument("--channel", required=True, type=int, help="channel (or unit of a 1-D layer)")
+    visualize.add_argument("--position", type=_position, help="Y,X in the layer's map (default: strongest)")
+    visualize.add_argument("--mode", type=_mode, default="deconvnet", help="deconvnet (default), guided or backprop")
+    visualize.add_argument("--percentile", type=float, default=99.5,
+                           help="clip the projection's display at this percentile of |value| (default 99.5; 100: none)")
+    visualize.add_argument("-o", "--output", help="figure file (default: <image>_<layer>_c<channel>.png)")
+    _add_model_options(visualize)
+
+    layers = commands.add_parser("layers", help="list a model's layers with shapes and receptive fields")
+    layers.add_argument("--size", type=int, help="input side in pixels (default: the model's)")
+    _add_model_options(layers)
+
+    commands.add_parser("models", help="list the known models")
+
+    top9 = commands.add_parser("top9", help="the 9 images that activate each channel most, projected (Fig. 2)")
+    top9.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
+    top9.add_argument("-o", "--output", required=True, help="output folder")
+    top9.add_argument("--layer", action="append", required=True, help="layer (repeat for several)")
+    top9.add_argument("--channels", default="all", help="e.g. 0-15,40 or all (default)")
+    top9.add_argument("--k", type=int, default=9, help="images per channel (default 9)")
+    top9.add_argument("--mode", type=_mode, default="deconvnet", help="deconvnet (default), guided or backprop")
+    top9.add_argument("--batch-size", type=int, default=32)
+    top9.add_argument("--workers", type=int, default=2, help="image-decoding processes (default 2)")
+    top9.add_argument("--limit", type=int, help="use only the first N images")
+    top9.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    top9.add_argument("--restart", action="store_true", help="discard a checkpoint from an earlier run")
+    _add_model_options(top9)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"visualize": _visualize, "layers": _layers, "models": _models, "top9": _top9}[args.command](args)
+    except KeyboardInterrupt:
+        print("deconv: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (DeconvError, OSError) as error:  # OSError: missing files, unwritable folders
+        print(f"deconv: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from .visualize import visualize
+
+    output = Path(args.output) if args.output else Path(f"{Path(args.image).stem}_{args.layer}_c{args.channel}.png")
+    result = visualize(args.image, output, layer=args.layer, channel=args.channel, position=args.position,
+                       mode=args.mode, model=args.model, weights=args.weights,
+                       percentile=None if args.percentile >= 100 else args.percentile)
+    where = f" at (y={result.unit.position[0]}, x={result.unit.position[1]})" if result.unit.position else ""
+    print(f"{result.model} {result.layer} channel {result.unit.channel}{where}: activation {result.unit.value:.4g}; "
+          f"receptive field {result.box.height}x{result.box.width} at (top={result.box.top}, left={result.box.left})")
+    if result.unit.value <= 0:
+        print("note: the unit is not active on this image, so its projection is empty; try another channel or image")
+    print(f"wrote {result.output}")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from .summary import layer_table
+
+    rows = layer_table(args.model, weights=args.weights, size=args.size)
+    header = ("name", "alias", "type", "output shape", "field", "stride")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import MODELS
+
+    width = max(map(len, MODELS))
+    for name, spec in MODELS.items():
+        print(f"{name.ljust(width)}  {spec.description}")
+    return 0
+
+
+def _top9(args: argparse.Namespace) -> int:
+    from .top9 import top9
+
+    summary = top9(args.images, args.output, layers=args.layer, channels=args.channels, k=args.k,
+                   model=args.model, weights=args.weights, mode=args.mode, batch_size=args.batch_size,
+                   workers=args.workers, limit=args.limit, device=args.device, restart=args.restart)
+    print(f"scanned {summary.images} images; rendered {summary.rendered} channels "
+          f"({summary.reused} already up to date); results in {summary.results_path}")
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} unreadable files:")
+        for path, reason in summary.skipped[:20]:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

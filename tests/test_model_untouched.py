@@ -1,0 +1,91 @@
+"""The user's model is only read: no hook left, state and outputs unchanged, on every path."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import deconvnet
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Dropout(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+    ).eval()
+
+
+def explode(*args):
+    raise RuntimeError("injected failure")
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("failure", [
+    None, "injected", "unknown layer", "channel", "position", "mode", "nan input", "training",
+])
+def test_no_hook_left_and_model_unchanged(failure):
+    model = small_net()
+    x = torch.rand(1, 3, 16, 16)
+    before_state, before_output = snapshot(model), model(x).clone()
+    request = dict(layer="5", channel=2, position=None, mode="deconvnet")
+    if failure == "unknown layer":
+        request["layer"] = "conv9"
+    elif failure == "channel":
+        request["channel"] = 8
+    elif failure == "position":
+        request["position"] = (8, 0)
+    elif failure == "mode":
+        request["mode"] = "fancy"
+    elif failure == "nan input":
+        x = x.clone()
+        x[0, 0, 0, 0] = float("nan")
+    elif failure == "training":
+        model.train()
+    with deconvnet.Deconvnet(model) as dn:
+        if failure == "injected":
+            model[4].forward = explode  # an error in the middle of the forward pass
+        if failure is None:
+            assert dn.project(x, **request).shape == x.shape
+        else:
+            with pytest.raises(deconvnet.DeconvError):
+                dn.project(x, **request)
+    vars(model[4]).pop("forward", None)
+    model.eval()
+    assert hook_count(model) == 0
+    assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
+    assert model[1].inplace and model[5].inplace  # in-place ReLUs keep working as they were
+    clean = x.nan_to_num()
+    torch.testing.assert_close(model(clean), before_output if failure != "nan input" else model(clean))
+
+
+def test_user_hooks_are_kept_and_still_fire():
+    model = small_net()
+    calls = []
+    handle = model[0].register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    with deconvnet.Deconvnet(model) as dn:
+        dn.project(torch.rand(1, 3, 16, 16), "4", 1)
+    assert len(calls) == 1 and hook_count(model) == 1
+    handle.remove()
+
+
+def test_projection_leaves_the_parameters_without_gradients():
+    model = torchvision.models.alexnet().eval()
+    with deconvnet.Deconvnet(model) as dn:
+        dn.project(torch.rand(1, 3, 96, 96), "conv2", 3)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_mirror_prints_as_the_paper_draws_it():
+    with deconvnet.Deconvnet(small_net()) as dn:
+        text = repr(dn.mirror)
+    order = [text.index(word) for word in ("(5): Rectify", "(4): TransposedConv2d", "(2): Unpool2d", "(0): TransposedConv2d")]
+    assert order == sorted(order)  # from the top layer down to the pixels

@@ -247,11 +247,17 @@ class Deconvnet:
         units: Sequence[tuple[int, int, tuple[int, int] | None]],
         *,
         mode: str = "deconvnet",
+        crop: bool = True,
     ) -> Projection:
-        """Project several units of one layer in one batched backward pass.
+        """Project several units of one layer, batched, each seeded with its own activation.
 
         ``units`` are (image index in x, channel, position or None for the strongest).
-        All units share one forward pass and its switches.
+        Units of one image share one forward pass and its switches.
+
+        A unit's projection is zero outside its receptive field, and nothing outside that
+        field can change it. So when every position is given (and the layer's field is
+        finite), only the input window that feeds the units is run forward and back
+        (``crop=True``); the result is the same as the full pass, which ``crop=False`` forces.
 
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
@@ -264,16 +270,22 @@ class Deconvnet:
         target = self.graph.find(layer)
         if not units:
             raise DeconvError("expected at least one unit to project, received none")
+        field = self._fields.get(target.node, ReceptiveField(None))
+        if crop and field.size is not None and all(unit[2] is not None for unit in units):
+            return self._project_cropped(x, target, list(units), field, mode)
+        return self._project_full(x, target, units, mode)
+
+    def _project_full(self, x: Tensor, target: Layer, units, mode: str) -> Projection:
         with torch.no_grad():
             try:
                 activation, saved, tensors, on_path = self._record(x, target.node, mode)
             except RuntimeError as error:
                 raise DeconvError(
-                    f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
+                    f"the model failed on an input of shape {tuple(x.shape)} before reaching {target.name}: "
                     f"{str(error).splitlines()[0]}"
                 ) from error
             if not isinstance(activation, Tensor) or target.node not in on_path:
-                raise DeconvError(f"layer {layer} does not produce a tensor computed from the input")
+                raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
             chosen = [self._select(activation, target, *unit) for unit in units]
             seed = torch.zeros(len(chosen), *activation.shape[1:], dtype=activation.dtype, device=activation.device)
             for row, unit in enumerate(chosen):
@@ -283,6 +295,52 @@ class Deconvnet:
                 rows = None  # one unit per image, in order: the records serve as they are
             maps = self._backward(seed, target.node, saved, tensors, on_path, rows, mode)
         return Projection(maps, chosen, target)
+
+    def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField, mode: str) -> Projection:
+        """The full projection, computed on the smallest input windows that determine it.
+
+        Each image is cut to the union of its units' receptive fields (inside the image),
+        the window's start moved back to a multiple of the layer's stride so that every
+        pooling and strided grid stays aligned with the full image's. Positions inside the
+        fields then see exactly the values, switches and masks of the full pass, and the
+        image border keeps the model's own padding. Windows of equal size run as one batch.
+        """
+        height, width = x.shape[-2:]
+        full_shape = self._output_shape(target, x)
+        for image, channel, position in units:
+            self._check_unit(target, full_shape, x.shape[0], image, channel, position)
+        windows: dict[int, Box] = {}
+        for image, _, (y, x_) in units:
+            box = field.box(y, x_, (height, width)).clipped(height, width)
+            windows[image] = _union_box(windows[image], box) if image in windows else box
+        stride_y, stride_x = field.stride
+        for image, box in windows.items():
+            top, left = box.top - box.top % stride_y, box.left - box.left % stride_x
+            windows[image] = Box(top, left, box.top + box.height - top, box.left + box.width - left)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for image, box in windows.items():
+            groups.setdefault((box.height, box.width), []).append(image)
+        maps = x.new_zeros(len(units), x.shape[1], height, width)
+        chosen: list[Unit | None] = [None] * len(units)
+        for images in groups.values():
+            batch = torch.stack([_cut(x[image], windows[image]) for image in images])  # (G, C, h, w)
+            rows = [row for row, unit in enumerate(units) if unit[0] in images]
+            local = []
+            for row in rows:
+                image, channel, (y, x_) = units[row]
+                window = windows[image]
+                local.append((images.index(image), channel, (y - window.top // stride_y, x_ - window.left // stride_x)))
+            projection = self._project_full(batch, target, local, mode)
+            for row, local_map, unit in zip(rows, projection.maps, projection.units):
+                image, channel, position = units[row]
+                window = windows[image]
+                maps[row, :, window.top:window.top + window.height, window.left:window.left + window.width] = local_map
+                chosen[row] = Unit(image, channel, tuple(position), unit.value)
+        return Projection(maps, chosen, target)
+
+    def _output_shape(self, target: Layer, x: Tensor) -> torch.Size:
+        """The target's output shape for x's image size, from an empty batch (no arithmetic runs)."""
+        return self.activations(x[:0], [target.name])[target.name].shape[1:]
 
     def project(
         self,
@@ -313,34 +371,47 @@ class Deconvnet:
         return maps.view(x.shape[0], len(channels), *maps.shape[1:]) if many else maps
 
     def _select(self, activation: Tensor, layer: Layer, image: int, channel: int, position) -> Unit:
+        self._check_unit(layer, activation.shape[1:], activation.shape[0], image, channel, position)
+        plane = activation[image, channel]
+        if plane.dim() == 0:
+            return Unit(image, channel, None, float(plane))
+        if position is None:
+            flat = int(plane.argmax())  # the first maximum in row-major order
+            position = (flat // plane.shape[1], flat % plane.shape[1])
+        y, x = (int(v) for v in position)
+        return Unit(image, channel, (y, x), float(plane[y, x]))
+
+    @staticmethod
+    def _check_unit(layer: Layer, shape: torch.Size, batch: int, image: int, channel, position) -> None:
+        """A DeconvError unless (image, channel, position) names a unit of a (C,) or (C, H, W) output."""
         if not isinstance(channel, int) or isinstance(channel, bool):
             raise DeconvError(f"expected an integer channel, received {channel!r}")
-        count = activation.shape[1]
+        if len(shape) not in (1, 3):
+            raise DeconvError(f"expected layer {layer.name} to output (N, C) or (N, C, H, W), "
+                              f"received shape (N, {', '.join(map(str, shape))})")
+        count = shape[0]
         if not 0 <= channel < count:
             raise DeconvError(
                 f"channel {channel} is out of range for layer {layer.name}: it has {count} channels (0..{count - 1})"
             )
-        if not 0 <= image < activation.shape[0]:
-            raise DeconvError(f"image index {image} is out of range: the batch has {activation.shape[0]} images")
-        plane = activation[image, channel]
-        if activation.dim() == 2:
+        if not 0 <= image < batch:
+            raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+        if len(shape) == 1:
             if position is not None:
                 raise DeconvError(f"layer {layer.name} is one-dimensional ({layer.kind}): give no position")
-            return Unit(image, channel, None, float(plane))
-        if activation.dim() != 4:
-            raise DeconvError(f"expected layer {layer.name} to output (N, C) or (N, C, H, W), "
-                              f"received shape {tuple(activation.shape)}")
-        height, width = plane.shape
+            return
         if position is None:
-            flat = int(plane.argmax())  # the first maximum in row-major order
-            position = (flat // width, flat % width)
-        y, x = (int(v) for v in position)
+            return
+        height, width = shape[1], shape[2]
+        try:
+            y, x = (int(v) for v in position)
+        except (TypeError, ValueError):
+            raise DeconvError(f"expected a position (y, x) of two integers, received {position!r}") from None
         if not (0 <= y < height and 0 <= x < width):
             raise DeconvError(
                 f"position ({y}, {x}) is outside layer {layer.name}'s {height}x{width} map: "
                 f"expected 0 <= y < {height} and 0 <= x < {width}"
             )
-        return Unit(image, channel, (y, x), float(plane[y, x]))
 
     def _backward(
         self, seed: Tensor, target: fx.Node, saved: dict, tensors: set, on_path: set, rows, mode: str
@@ -362,6 +433,16 @@ class Deconvnet:
                 if source in on_path and contribution is not None:
                     signals[source] = signals[source] + contribution if source in signals else contribution
         raise AssertionError("the traversal never reached the input")
+
+
+def _union_box(a: Box, b: Box) -> Box:
+    top, left = min(a.top, b.top), min(a.left, b.left)
+    bottom, right = max(a.top + a.height, b.top + b.height), max(a.left + a.width, b.left + b.width)
+    return Box(top, left, bottom - top, right - left)
+
+
+def _cut(image: Tensor, box: Box) -> Tensor:
+    return image[:, box.top:box.top + box.height, box.left:box.left + box.width]
 
 
 def _flat(args: Any) -> list[Any]:

@@ -23,6 +23,9 @@ from .rules import (
 )
 
 
+CROP_WORTHWHILE = 0.5  # crop to receptive-field windows when they cover less than this share of the image
+
+
 class Unit(NamedTuple):
     """One activation: image index in the batch, channel, (y, x) or None for a 1-D layer, value."""
 
@@ -247,7 +250,7 @@ class Deconvnet:
         units: Sequence[tuple[int, int, tuple[int, int] | None]],
         *,
         mode: str = "deconvnet",
-        crop: bool = True,
+        crop: bool | None = None,
     ) -> Projection:
         """Project several units of one layer, batched, each seeded with its own activation.
 
@@ -256,8 +259,9 @@ class Deconvnet:
 
         A unit's projection is zero outside its receptive field, and nothing outside that
         field can change it. So when every position is given (and the layer's field is
-        finite), only the input window that feeds the units is run forward and back
-        (``crop=True``); the result is the same as the full pass, which ``crop=False`` forces.
+        finite), only the input window that feeds the units needs to run forward and back.
+        The result is the same as the full pass; ``crop=None`` crops where that saves work,
+        ``True`` wherever it is possible, ``False`` never.
 
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
@@ -271,8 +275,11 @@ class Deconvnet:
         if not units:
             raise DeconvError("expected at least one unit to project, received none")
         field = self._fields.get(target.node, ReceptiveField(None))
-        if crop and field.size is not None and all(unit[2] is not None for unit in units):
-            return self._project_cropped(x, target, list(units), field, mode)
+        if crop is not False and field.size is not None and all(unit[2] is not None for unit in units):
+            # Windows nearly as large as the image save little and would split the batch.
+            small = field.size[0] * field.size[1] < CROP_WORTHWHILE * x.shape[-2] * x.shape[-1]
+            if crop or small or len({unit[0] for unit in units}) == 1:
+                return self._project_cropped(x, target, list(units), field, mode)
         return self._project_full(x, target, units, mode)
 
     def _project_full(self, x: Tensor, target: Layer, units, mode: str) -> Projection:

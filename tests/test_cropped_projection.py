@@ -37,7 +37,7 @@ def test_cropped_equals_full(name, size, layer, mode):
         # corners, borders and the middle, two units sharing an image, one image left out
         units = [(0, 1, (0, 0)), (0, 2, (height // 2, width // 2)), (1, channels - 1, (height - 1, width - 1)),
                  (1, 0, (0, width - 1)), (2, 3, (height - 1, 1))]
-        cropped = dn.project_units(x, layer, units, mode=mode)
+        cropped = dn.project_units(x, layer, units, mode=mode, crop=True)
         full = dn.project_units(x, layer, units, mode=mode, crop=False)
     assert [u.value for u in cropped.units] == pytest.approx([u.value for u in full.units], rel=1e-4, abs=1e-5)
     scale = float(full.maps.abs().max())

@@ -1,0 +1,276 @@
+"""Benchmark deconvnet against baselines measured in the same run, as ratios.
+
+    pip install -e ".[bench]" && python scripts/bench.py [--quick] [--json bench.json]
+
+1. scan: top9's pass over the images (no rendering) vs a plain inference_mode forward
+   of the same model truncated at the same layer, same batch size and data. Goal >= 0.9.
+2. one projection of a VGG16 relu5_3 unit at 224x224 vs Captum's NeuronDeconvolution on
+   the same unit, and vs one forward plus one backward pass of autograd. Goal <= 1.0x Captum.
+3. many projections: the 9 projections of each of 16 channels (conv3_3 and relu5_3) vs a
+   loop of Captum NeuronDeconvolution calls giving the same 144 maps (checked equal).
+   Goals >= 10x at conv3_3 and >= 2x at relu5_3.
+4. memory: peak RSS of a scan over 200 and 1000 images, and of projecting 64 channels at once.
+
+The model is the offline default vgg16-hed (the VGG16 architecture, so timings hold for
+ImageNet VGG16). Images come from ../shared/data/imagenet-samples when present, else
+synthetic photos-like noise. Each timing is the best of a few repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import deconvnet
+from deconvnet.images import list_images, open_image
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
+GOALS = {"scan": (">=", 0.9), "one_projection_vs_captum": ("<=", 1.0),
+         "many_conv3_3_speedup": (">=", 10.0), "many_relu5_3_speedup": (">=", 2.0)}
+
+
+def best_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def image_paths(count: int, workdir: Path) -> list[Path]:
+    """Real photos when the shared folder exists, else generated ones (repeating as needed)."""
+    if SAMPLES.is_dir():
+        paths = list_images(SAMPLES)
+    else:
+        generator = torch.Generator().manual_seed(0)
+        paths = []
+        for i in range(min(count, 64)):
+            from PIL import Image
+
+            pixels = (torch.rand(256, 256, 3, generator=generator) * 255).to(torch.uint8).numpy()
+            path = workdir / f"synthetic_{i:03d}.png"
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+    return [paths[i % len(paths)] for i in range(count)]
+
+
+def load_batch(transform, paths) -> torch.Tensor:
+    return torch.stack([transform(open_image(p)) for p in paths])
+
+
+def captum_copy(model):
+    """Captum hooks ReLU modules and needs them out of place; this copy does not change the results."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    return clone
+
+
+def captum_projection(captum_model, layer_module, x, channel, position):
+    from captum.attr import NeuronDeconvolution
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Captum warns that it sets requires_grad and hooks ReLUs
+        return NeuronDeconvolution(captum_model, layer_module).attribute(x, neuron_selector=(channel, *position))
+
+
+def bench_one_projection(model, transform, paths, repeats: int) -> dict:
+    x = load_batch(transform, paths[:1])
+    captum_model = captum_copy(model)
+    with deconvnet.Deconvnet(model) as dn:
+        unit = dn.project_units(x, "relu5_3", [(0, 12, None)]).units[0]
+        ours = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]), repeats)
+        ours_strongest = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]), repeats)
+        result = dn.project_units(x, "relu5_3", [(0, 12, unit.position)]).maps
+    layer = captum_model.features[29]
+    captum = best_time(lambda: captum_projection(captum_model, layer, x, 12, unit.position), repeats)
+    reference = captum_projection(captum_model, layer, x, 12, unit.position) * unit.value
+
+    def autograd_pass():
+        leaf = x.clone().requires_grad_(True)
+        kept = {}
+        handle = model.features[29].register_forward_hook(lambda m, i, o: kept.setdefault("a", o))
+        try:
+            model.features[:30](leaf)
+        finally:
+            handle.remove()
+        kept["a"][0, 12, unit.position[0], unit.position[1]].backward()
+
+    autograd = best_time(autograd_pass, repeats)
+    return {"ours_s": ours, "ours_strongest_s": ours_strongest, "captum_s": captum, "autograd_fwd_bwd_s": autograd,
+            "one_projection_vs_captum": ours / captum, "vs_autograd": ours / autograd,
+            "max_abs_difference": float((result - reference).abs().max())}
+
+
+def top9_units(dn, x, layer, count, k=9):
+    """The first ``count`` channels that are active on the images (a dead channel's seeds are
+    negative, and the deconvnet's rectification then differs from a scaled Captum map), with
+    each channel's k strongest images of x and their positions. The setup, not timed."""
+    activation = dn.activations(x, [layer])[layer]  # (N, C, H, W)
+    values, where = activation.flatten(2).max(dim=2)  # (N, C)
+    channels = [c for c in range(activation.shape[1]) if values[:, c].topk(k).values.min() > 0][:count]
+    values, where = values[:, channels], where[:, channels]
+    best = values.topk(k, dim=0).indices  # (k, C)
+    width = activation.shape[-1]
+    units = {}
+    for column, channel in enumerate(channels):
+        images = best[:, column].tolist()
+        units[channel] = [(i, divmod(int(where[i, column]), width)) for i in images]
+    return units
+
+
+def bench_many_projections(model, transform, paths, layer, module_index, channels, repeats: int) -> dict:
+    x = load_batch(transform, paths)
+    captum_model = captum_copy(model)
+    with deconvnet.Deconvnet(model) as dn:
+        units = top9_units(dn, x, layer, channels)
+        assert len(units) == channels, f"only {len(units)} active channels at {layer}"
+
+        def ours():
+            maps = []
+            for channel, chosen in units.items():
+                batch = x[[i for i, _ in chosen]]
+                projection = dn.project_units(batch, layer, [(row, channel, pos) for row, (_, pos) in enumerate(chosen)])
+                maps.append((projection.maps, [u.value for u in projection.units]))
+            return maps
+
+        ours_time = best_time(ours, repeats)
+        our_maps = ours()
+    module = captum_model.features[module_index]
+
+    def captum():
+        return [[captum_projection(captum_model, module, x[i:i + 1], channel, pos) for i, pos in chosen]
+                for channel, chosen in units.items()]
+
+    captum_time = best_time(captum, 1)  # slow: once
+    captum_maps = captum()
+    difference = max(float((maps[row] - captum_maps[c][row][0] * values[row]).abs().max())
+                     for c, (maps, values) in enumerate(our_maps) for row in range(len(values)))
+    return {"ours_s": ours_time, "captum_s": captum_time, "maps": sum(len(v) for v in units.values()),
+            "speedup": captum_time / ours_time, "max_abs_difference": difference}
+
+
+MEMORY_SNIPPET = """
+import resource, sys, torch, deconvnet
+from deconvnet.images import open_image
+kind, argument = sys.argv[1], sys.argv[2]
+if kind == "scan":
+    from deconvnet.top9 import top9
+    top9(argument, sys.argv[3], layers=["conv3_3"], channels="0-15", batch_size=16, workers=0,
+         progress=False, render=False)
+else:
+    model, transform = deconvnet.load_model("vgg16-hed")
+    x = transform(open_image(argument))[None]
+    with deconvnet.Deconvnet(model) as dn:
+        dn.project(x, "conv3_3", list(range(64)))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(*args: str) -> float:
+    output = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, *args], check=True, capture_output=True,
+                            text=True).stdout
+    return int(output.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def bench_memory(paths, workdir: Path, counts) -> dict:
+    result = {}
+    for count in counts:
+        listing = workdir / f"images_{count}.txt"
+        listing.write_text("\n".join(str(p.resolve()) for p in paths[:count]) + "\n")
+        result[f"scan_{count}_images_mb"] = peak_rss_mb("scan", str(listing), str(workdir / f"out_{count}"))
+    result["project_64_channels_mb"] = peak_rss_mb("project", str(paths[0]))
+    return result
+
+
+def bench_scan(model_name, paths, batch_size, repeats) -> dict:
+    from deconvnet.top9 import scan_only
+
+    loaded = deconvnet.load(model_name)
+    with deconvnet.Deconvnet(loaded.model) as dn:
+        x_batches = [load_batch(loaded.transform, paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+        truncated = loaded.model.features[:15]  # up to conv3_3, the plain baseline
+
+        def plain():
+            with torch.inference_mode():
+                for x in x_batches:
+                    truncated(x)
+
+        baseline = best_time(plain, repeats)
+        # top9's own scan over the same images, decoding in the loop as it does (workers=0 here)
+        ours = best_time(lambda: scan_only(loaded, paths, layers=["conv3_3"], channels="all", batch_size=batch_size,
+                                           workers=0), repeats)
+        decode = best_time(lambda: [load_batch(loaded.transform, paths[i:i + batch_size])
+                                    for i in range(0, len(paths), batch_size)], 1)
+    return {"plain_forward_s": baseline, "top9_scan_s": ours, "decode_s": decode,
+            "scan": baseline / ours, "scan_vs_forward_plus_decode": (baseline + decode) / ours}
+
+
+def verdict(figures: dict) -> dict:
+    table = {}
+    for key, (direction, goal) in GOALS.items():
+        value = figures.get(key)
+        if value is None:
+            continue
+        met = value >= goal if direction == ">=" else value <= goal
+        table[key] = {"value": round(value, 3), "goal": f"{direction} {goal}", "met": met}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer channels and images (a smoke run)")
+    parser.add_argument("--json", default="bench.json", help="where to write the figures")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["scan", "one", "many", "memory"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    repeats = 1 if args.quick else 3
+    channels = 4 if args.quick else 16
+    model, transform = deconvnet.load_model("vgg16-hed")
+    figures: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                 "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        paths = image_paths(1000, workdir)
+        if "scan" not in args.skip:
+            figures["scan_detail"] = bench_scan("vgg16-hed", paths[:64 if args.quick else 256], 32, repeats)
+            figures["scan"] = figures["scan_detail"]["scan"]
+            print("scan", figures["scan_detail"], flush=True)
+        if "one" not in args.skip:
+            figures["one_projection"] = bench_one_projection(model, transform, paths, repeats)
+            figures["one_projection_vs_captum"] = figures["one_projection"]["one_projection_vs_captum"]
+            print("one projection", figures["one_projection"], flush=True)
+        if "many" not in args.skip:
+            pool = paths[:32 if args.quick else 64]
+            for layer, index in (("conv3_3", 14), ("relu5_3", 29)):
+                detail = bench_many_projections(model, transform, pool, layer, index, channels, 1 if args.quick else 2)
+                figures[f"many_{layer}"] = detail
+                figures[f"many_{layer}_speedup"] = detail["speedup"]
+                print("many", layer, detail, flush=True)
+        if "memory" not in args.skip:
+            figures["memory"] = bench_memory(paths, workdir, (50, 100) if args.quick else (200, 1000))
+            print("memory", figures["memory"], flush=True)
+    figures["goals"] = verdict(figures)
+    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\n{'figure':32} {'value':>10} {'goal':>8}  met")
+    for key, row in figures["goals"].items():
+        print(f"{key:32} {row['value']:>10} {row['goal']:>8}  {'yes' if row['met'] else 'NO'}")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -149,12 +149,48 @@ class Deconvnet:
         torch.Size([2, 128, 16, 16])
         """
         self._check_input(x)
+        forward = self._forward_to(layers)
+        with torch.inference_mode():
+            try:
+                outputs = forward(x)
+            except RuntimeError as error:
+                raise self._failure(x, layers[-1], error) from error
+        return dict(zip(layers, outputs))
+
+    def _forward_to(self, layers: Sequence[str]) -> fx.GraphModule:
         key = tuple(layers)
         if key not in self._truncated:
             self._truncated[key] = self._truncate([self.graph.find(n).node for n in layers])
-        with torch.inference_mode():
-            outputs = self._run_checked(self._truncated[key], x)
-        return dict(zip(layers, outputs))
+        return self._truncated[key]
+
+    def minimum_input_size(self, layer: str, channels: int = 3) -> int | None:
+        """The smallest square input side for which ``layer`` has an output (None: over 4096)."""
+
+        def fits(side: int) -> bool:
+            try:
+                with torch.inference_mode():
+                    (output,) = self._forward_to([layer])(torch.empty(0, channels, side, side))
+            except RuntimeError:
+                return False
+            return all(size > 0 for size in output.shape[1:])
+
+        low, high = 1, 4096
+        if not fits(high):
+            return None
+        while low < high:  # shapes only: an empty batch computes nothing
+            middle = (low + high) // 2
+            low, high = (low, middle) if fits(middle) else (middle + 1, high)
+        return low
+
+    def _failure(self, x: Tensor, layer: str, error: RuntimeError) -> DeconvError:
+        """The model's own error, or, when the image is too small for the layer, the size it needs."""
+        height, width = x.shape[-2:]
+        needed = self.minimum_input_size(layer, x.shape[1])
+        if needed is not None and min(height, width) < needed:
+            return DeconvError(f"the input is {height}x{width} pixels, too small for layer {layer}: "
+                               f"it needs at least {needed}x{needed}")
+        return DeconvError(f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
+                           f"{str(error).splitlines()[0]}")
 
     def _truncate(self, targets: list[fx.Node]) -> fx.GraphModule:
         """A compiled forward that runs only what ``targets`` need and returns their outputs."""
@@ -175,14 +211,6 @@ class Deconvnet:
             outputs.append(value)
         graph.output(tuple(outputs))
         return fx.GraphModule(self.model, graph)
-
-    def _run_checked(self, function, x: Tensor):
-        try:
-            return function(x)
-        except RuntimeError as error:
-            raise DeconvError(
-                f"the model failed on an input of shape {tuple(x.shape)}: {str(error).splitlines()[0]}"
-            ) from error
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -287,10 +315,7 @@ class Deconvnet:
             try:
                 activation, saved, tensors, on_path = self._record(x, target.node, mode)
             except RuntimeError as error:
-                raise DeconvError(
-                    f"the model failed on an input of shape {tuple(x.shape)} before reaching {target.name}: "
-                    f"{str(error).splitlines()[0]}"
-                ) from error
+                raise self._failure(x, target.name, error) from error
             if not isinstance(activation, Tensor) or target.node not in on_path:
                 raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
             chosen = [self._select(activation, target, *unit) for unit in units]

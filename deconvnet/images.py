@@ -45,8 +45,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                 return to_rgb(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnreadableImage(
-            f"refusing to decode {path}: {error} (Pillow's decompression-bomb limit is "
-            f"{Image.MAX_IMAGE_PIXELS} pixels)"
+            f"refusing to decode {path}: {error} (the limit is Pillow's Image.MAX_IMAGE_PIXELS, "
+            f"{Image.MAX_IMAGE_PIXELS} pixels; raise it only for files you trust)"
         ) from error
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's errors for bad files
         raise UnreadableImage(f"cannot read image {path}: {error}") from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -145,13 +146,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise DeconvError(
-            f"refused to load {path}: it holds pickled objects other than tensors, which could run code "
-            f"(loaded with weights_only=True). Save a plain state dict or a safetensors file. ({str(error).splitlines()[0]})"
-        ) from error
+        blocked = re.search(r"GLOBAL (\S+)", str(error))
+        if blocked:
+            raise DeconvError(
+                f"refused to load {path}: it pickles {blocked.group(1)}, which could run code when loaded "
+                f"(weights are read with weights_only=True). Save a plain state dict or a safetensors file."
+            ) from error
+        raise DeconvError(f"cannot read weights file {path}: not a PyTorch state dict or safetensors file "
+                          f"(it starts with {head!r})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise DeconvError(f"cannot read weights file {path}: not a PyTorch state dict or safetensors file "
-                          f"(starts with {head!r}; {str(error).splitlines()[0]})") from error
+                          f"(it starts with {head!r}; {str(error).splitlines()[0]})") from error
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -8,6 +8,7 @@ only read, never changed.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import torch.fx as fx
@@ -82,14 +83,24 @@ class LayerGraph:
         """The layer called ``name`` (qualified name or alias); a DeconvError lists the valid ones."""
         layer = self._by_name.get(name) or self._by_alias.get(name)
         if layer is None:
-            raise DeconvError(f"unknown layer {name!r}. Valid layers: {self.describe_names()}")
+            raise DeconvError(f"unknown layer {name!r}; {self.describe_names(near=name)}")
         return layer
 
     def layer_of(self, node: fx.Node) -> Layer | None:
         return self._by_node.get(node)
 
-    def describe_names(self) -> str:
-        return ", ".join(f"{l.name} ({l.alias})" if l.alias else l.name for l in self.layers)
+    def describe_names(self, near: str | None = None) -> str:
+        """The valid names (a long list is shortened), and the closest ones to ``near``."""
+        names = [f"{l.name} ({l.alias})" if l.alias else l.name for l in self.layers]
+        text = ", ".join(names) if len(names) <= 60 else (
+            ", ".join(names[:30]) + f", ... {len(names) - 40} more ..., " + ", ".join(names[-10:])
+            + " (deconv layers lists them all)")
+        if near:
+            close = difflib.get_close_matches(near, [l.name for l in self.layers] + list(self._by_alias), n=3)
+            if close:
+                text = f"did you mean {' or '.join(close)}? Valid layers: {text}"
+                return text
+        return f"Valid layers: {text}"
 
     def ancestors(self, node: fx.Node) -> list[fx.Node]:
         """Every node ``node`` depends on, itself included, in execution order."""
@@ -107,10 +118,18 @@ def chain_aliases(layers: list[Layer]) -> dict[str, str]:
     AlexNet and ZFNet convolutions are numbered conv1..conv5 and a pool takes the
     number of the convolution before it.
     """
+    aliases: dict[str, str] = {}
+    linear = [l for l in layers if isinstance(l.module, nn.Linear)]
     features = [l for l in layers if l.name.startswith("features.")]
     classifier = [l for l in layers if l.name.startswith("classifier.")]
-    if not features:
-        return {}
+    if features:
+        aliases.update(_feature_aliases(features, classifier))
+    if linear:
+        aliases.setdefault(linear[-1].name, "logits")
+    return aliases
+
+
+def _feature_aliases(features: list[Layer], classifier: list[Layer]) -> dict[str, str]:
     blocks: list[list[Layer]] = [[]]
     for layer in features:
         blocks[-1].append(layer)
@@ -146,7 +165,4 @@ def chain_aliases(layers: list[Layer]) -> dict[str, str]:
             aliases[layer.name] = f"relu{fc_number}"
         elif isinstance(layer.module, nn.Dropout) and fc_number > 5:
             aliases[layer.name] = f"drop{fc_number}"
-    linear = [l for l in layers if isinstance(l.module, nn.Linear)]
-    if linear:
-        aliases.setdefault(linear[-1].name, "logits")
     return aliases

@@ -84,6 +84,15 @@ def _through_window(field: ReceptiveField, module: nn.Module) -> ReceptiveField:
     )
 
 
+def _shifted(field: ReceptiveField, padding: tuple[int, int, int, int]) -> ReceptiveField:
+    """Padding (left, right, top, bottom) moves unit (0, 0) up and left by the top and left pads."""
+    if field.size is None:
+        return field
+    left, _, top, _ = padding
+    return ReceptiveField(field.size, field.stride,
+                          (field.offset[0] - top * field.stride[0], field.offset[1] - left * field.stride[1]))
+
+
 def _union(fields: list[ReceptiveField]) -> ReceptiveField:
     if any(f.size is None for f in fields) or len({f.stride for f in fields}) > 1:
         return WHOLE_INPUT
@@ -108,6 +117,8 @@ def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
             module = graph.model.get_submodule(node.target)
             if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
                 fields[node] = _through_window(_union(inputs), module)
+            elif isinstance(module, nn.ZeroPad2d):
+                fields[node] = _shifted(_union(inputs), module.padding)
             elif isinstance(module, _POINTWISE):
                 fields[node] = _union(inputs)
             else:

@@ -210,6 +210,23 @@ def _averaging_matrix(out_size: int, in_size: int, like: Tensor) -> Tensor:
     return matrix
 
 
+class Unpad(Mirror):
+    """Zero padding's adjoint: cut the padded border off again."""
+
+    def __init__(self, pad: nn.ZeroPad2d) -> None:
+        super().__init__()
+        self.left, self.right, self.top, self.bottom = pad.padding
+        if min(pad.padding) < 0:
+            raise DeconvError("a ZeroPad2d with negative padding crops; not supported")
+
+    def forward(self, signal: Tensor, saved: None, mode: str) -> list[Tensor]:
+        height, width = signal.shape[-2:]
+        return [signal[..., self.top:height - self.bottom, self.left:width - self.right]]
+
+    def extra_repr(self) -> str:
+        return f"left={self.left}, right={self.right}, top={self.top}, bottom={self.bottom}"
+
+
 class Reshape(Mirror):
     """flatten/view/reshape: the adjoint puts the values back in the input's shape."""
 
@@ -262,6 +279,7 @@ MODULE_RULES: dict[type, Callable[[nn.Module], Mirror]] = {
     nn.Identity: lambda m: Passthrough(),
     nn.LocalResponseNorm: lambda m: Passthrough("LocalResponseNorm: skipped, as in the paper's deconvnet"),
     nn.AdaptiveAvgPool2d: lambda m: SpreadAverage(),
+    nn.ZeroPad2d: Unpad,
     nn.Flatten: lambda m: Reshape(),
     nn.Linear: TransposedLinear,
 }

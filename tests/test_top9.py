@@ -1,0 +1,349 @@
+"""The top-9 feature on a tiny integer-weighted CNN: exact top-k, resuming, torchrun, crops, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import deconvnet.top9 as top9_module
+from deconvnet.engine import Deconvnet
+from deconvnet.errors import DeconvError
+from deconvnet.sheets import folder_names, project_channel
+from deconvnet.top9 import parse_channels, top9
+
+sys.path.insert(0, str(Path(__file__).parent))
+from top9_tiny import SIZE, TRANSFORM, make_images, tiny_model  # noqa: E402
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+LAYERS = ["relu1_1", "features.3"]  # an alias and a module name; conv2_1 is pre-ReLU, values may be negative
+SETTINGS = dict(layers=LAYERS, k=4, batch_size=2, workers=0, progress=False)
+pytestmark = pytest.mark.filterwarnings("ignore:skipped .*:UserWarning")  # the broken files, on purpose
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return root, make_images(root)
+
+
+@pytest.fixture(scope="module")
+def reference(images, tmp_path_factory):
+    """An uninterrupted single-process run with SETTINGS."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    return out, summary, json.loads((out / "top9.json").read_text())
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "top9.json").read_text())
+
+
+def _no_debris(out: Path) -> None:
+    assert not [p for p in out.rglob("*.tmp")], "temporary files left behind"
+    assert not list(out.glob(".top9-checkpoint*")), "checkpoint not deleted after the scan"
+
+
+def brute_force(paths: list[Path], root: Path, module_index: int, k: int) -> dict[str, list[dict]]:
+    """Every image's full activation map straight from the model, then a plain sort."""
+    model = tiny_model().model
+    stem = model.features[: module_index + 1]
+    maps = []
+    with torch.no_grad():
+        for path in paths:
+            x = TRANSFORM(Image.open(path).convert("RGB"))[None]
+            maps.append(stem(x)[0].numpy())  # (C, H, W)
+    table = {}
+    for channel in range(maps[0].shape[0]):
+        scored = []
+        for index, (path, fmap) in enumerate(zip(paths, maps)):
+            flat = fmap[channel].ravel()
+            where = int(np.argmax(flat))  # numpy: the first maximum in row-major order
+            y, x = divmod(where, fmap.shape[2])
+            scored.append((-float(flat[where]), index, {"image": path.relative_to(root).as_posix(),
+                                                        "y": y, "x": x, "value": float(flat[where])}))
+        table[str(channel)] = [entry for _, _, entry in sorted(scored, key=lambda s: s[:2])[:k]]
+    return table
+
+
+@pytest.mark.parametrize("k", [4, 30])
+def test_top_k_equals_brute_force(images, tmp_path, k):
+    root, good = images
+    summary = top9(root, tmp_path, layers=LAYERS, k=k, batch_size=5, workers=2 if k == 4 else 0,
+                   model=tiny_model(), progress=False)
+    results = _results(tmp_path)
+    assert results["images"] == summary.images == len(good)
+    assert results["layers"]["relu1_1"] == brute_force(good, root, 1, k)
+    assert results["layers"]["features.3"] == brute_force(good, root, 3, k)
+    if k >= len(good):  # every image is listed: the identical twins tie, the earlier path first
+        for table in results["layers"].values():
+            for entries in table.values():
+                names = [e["image"] for e in entries]
+                a, b = names.index("dup_a.png"), names.index("dup_b.png")
+                assert b == a + 1 and entries[a]["value"] == entries[b]["value"]
+                assert (entries[a]["y"], entries[a]["x"]) == (entries[b]["y"], entries[b]["x"])
+    _no_debris(tmp_path)
+
+
+def test_outputs_and_json_format(reference):
+    out, summary, results = reference
+    assert set(results) == {"model", "weights_sha256", "mode", "transform", "images", "layers"}
+    assert results["mode"] == "deconvnet" and results["transform"]["crop"] == SIZE
+    assert list(results["layers"]) == LAYERS
+    assert summary.rendered == 4 + 6 and summary.reused == 0
+    for layer, channels in (("relu1_1", 4), ("features.3", 6)):
+        assert list(results["layers"][layer]) == [str(c) for c in range(channels)]
+        for channel, entries in results["layers"][layer].items():
+            assert len(entries) == 4
+            values = [e["value"] for e in entries]
+            assert values == sorted(values, reverse=True)
+            assert (out / layer / f"channel_{int(channel):04d}.png").is_file()
+        assert (out / layer / "mosaic.png").is_file()
+    assert (out / "index.html").is_file()
+    _no_debris(out)
+
+
+def test_rerun_reuses_everything(reference, images):
+    out, _, results = reference
+    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    assert (summary.rendered, summary.reused) == (0, 10)
+    assert _results(out) == results
+
+
+def test_interrupted_rendering_resumes_without_scanning(reference, images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    (out / "features.3" / "channel_0002.png").unlink()
+    (out / "index.html").unlink()
+    debris = out / "relu1_1" / ".channel_0001.png.0badcafe.tmp"  # a write cut short by SIGKILL
+    debris.write_bytes(b"half a png")
+
+    def scanned(number):
+        raise AssertionError("the finished scan ran again")
+
+    monkeypatch.setattr(top9_module, "_on_batch", scanned)
+    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    assert (summary.rendered, summary.reused) == (1, 9)
+    assert summary.skipped == reference[1].skipped
+    assert _results(out) == reference[2]
+    assert (out / "index.html").is_file() and not debris.exists()
+    _no_debris(out)
+
+
+def test_broken_and_non_image_files_are_skipped(reference, images):
+    root, good = images
+    _, summary, _ = reference
+    reasons = {Path(path).relative_to(root).as_posix(): reason for path, reason in summary.skipped}
+    assert set(reasons) == {"truncated.jpg", "sub/noise.png", "notes.txt"}
+    assert "not an image" in reasons["notes.txt"]
+    assert summary.images == len(good)
+    with pytest.warns(UserWarning, match="truncated.jpg"):
+        top9(root, Path(root).parent / "warned", model=tiny_model(), **{**SETTINGS, "layers": ["relu1_1"]})
+
+
+def test_interrupted_run_resumes_to_the_same_results(reference, images, tmp_path, monkeypatch):
+    def stop(number):
+        if number == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top9_module, "_on_batch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+    assert (tmp_path / ".top9-checkpoint-rank0.pt").is_file()
+    assert not (tmp_path / "top9.json").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(top9_module, "_on_batch", None)
+    top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+    assert _results(tmp_path) == reference[2]
+    _no_debris(tmp_path)
+
+
+def test_killed_run_resumes_to_the_same_results(reference, images, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(TESTS)!r})
+        import deconvnet.top9 as t
+        from top9_tiny import tiny_model
+        def kill(number):
+            if number == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        t._on_batch = kill
+        t.top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    out = tmp_path / "out"
+    assert (out / ".top9-checkpoint-rank0.pt").is_file() and not (out / "top9.json").exists()
+    top9(images[0], out, model=tiny_model(), **SETTINGS)
+    assert _results(out) == reference[2]
+    _no_debris(out)
+
+
+def test_checkpoint_from_other_settings_is_refused(images, tmp_path, monkeypatch):
+    def stop(number):
+        if number == 1:  # the hook runs before the batch's checkpoint: batch 0 is saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top9_module, "_on_batch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+    monkeypatch.setattr(top9_module, "_on_batch", None)
+    with pytest.raises(DeconvError, match="--restart") as error:
+        top9(images[0], tmp_path, model=tiny_model(), **{**SETTINGS, "k": 3})
+    assert "(different k)" in str(error.value)
+    top9(images[0], tmp_path, model=tiny_model(), restart=True, **{**SETTINGS, "k": 3})
+    assert all(len(e) == 3 for table in _results(tmp_path)["layers"].values() for e in table.values())
+    _no_debris(tmp_path)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_torchrun_two_processes_match_one(reference, images, tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from deconvnet.top9 import top9
+        from top9_tiny import tiny_model
+        summary = top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
+        print("SUMMARY", summary.images, summary.rendered, summary.reused, len(summary.skipped))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    assert _results(out) == reference[2]
+    summaries = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert summaries == [[str(reference[1].images), "10", "0", "3"]] * 2
+    for layer, table in reference[2]["layers"].items():
+        for channel in table:
+            assert (out / layer / f"channel_{int(channel):04d}.png").is_file()
+    _no_debris(out)
+
+
+def test_receptive_field_crops(images):
+    """conv2_1 of the tiny net: 3x3 conv, 2x2 pool, 3x3 conv, paddings 1 -> 8x8 fields, stride 2, offset -3."""
+    loaded = tiny_model()
+    dn = Deconvnet(loaded.model)
+    x = TRANSFORM(Image.open(images[1][0]).convert("RGB"))[None].repeat(2, 1, 1, 1)
+    conv = dn.activations(x[:1], ["features.3"])["features.3"][0]
+    positions = [(0, 0), (8, 8)]
+    expected = [(-3, -3, 8, 8), (13, 13, 8, 8)]  # rows -3 + 2y .. -3 + 2y + 7, likewise columns
+    channel = next(c for c in range(conv.shape[0]) if all(conv[c][p] > 0 for p in positions))
+    projections, patches, boxes, values = project_channel(dn, TRANSFORM, x, "features.3", channel, positions,
+                                                          "deconvnet")
+    assert [tuple(b) for b in boxes] == expected
+    assert values == [float(conv[channel][p]) for p in positions]
+    picture = TRANSFORM.to_uint8(x[0])
+    assert all(p.shape == (8, 8, 3) for p in projections + patches)
+    assert (patches[0][:3] == 0).all() and (patches[0][:, :3] == 0).all()  # padded past the border
+    assert (patches[0][3:, 3:] == picture[:5, :5]).all()
+    assert (patches[1] == picture[13:21, 13:21]).all()
+    maps = dn.project_units(x, "features.3", [(i, channel, p) for i, p in enumerate(positions)]).maps
+    for full, (top, left, height, width) in zip(maps, expected):
+        inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        inside[max(top, 0):top + height, max(left, 0):left + width] = True
+        assert (full[:, ~inside] == 0).all(), "projection leaks outside the receptive field"
+        assert (full[:, inside] != 0).any()
+
+
+def test_fully_connected_layer(images, tmp_path):
+    root, good = images
+    top9(root, tmp_path, layers=["head"], channels="1,3", k=5, model=tiny_model(head=True), batch_size=4,
+         workers=0, progress=False)
+    table = _results(tmp_path)["layers"]["head"]
+    assert list(table) == ["1", "3"]
+    model = tiny_model(head=True).model
+    with torch.no_grad():
+        logits = torch.cat([model(TRANSFORM(Image.open(p).convert("RGB"))[None]) for p in good])
+    for channel, entries in table.items():
+        assert all(e["y"] is None and e["x"] is None for e in entries)
+        order = sorted(range(len(good)), key=lambda i: (-float(logits[i, int(channel)]), i))[:5]
+        assert [e["image"] for e in entries] == [good[i].relative_to(root).as_posix() for i in order]
+        assert [e["value"] for e in entries] == pytest.approx([float(logits[i, int(channel)]) for i in order])
+        assert (tmp_path / "head" / f"channel_{int(channel):04d}.png").is_file()
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [value for name, value in attrs if name in ("href", "src")]
+
+
+def test_gallery_links_only_existing_files(reference):
+    out, _, results = reference
+    page = (out / "index.html").read_text(encoding="utf-8")
+    parser = _Links()
+    parser.feed(page)
+    files = [link for link in parser.links if not link.startswith("#")]
+    assert len(files) >= 2 * (4 + 6)
+    for link in files:
+        assert "://" not in link and not link.startswith("/")
+        assert (out / unquote(link)).is_file(), link
+    assert "odd name &amp; &lt;x&gt;.png" in page and "<x>" not in page
+    anchors = {link[1:] for link in parser.links if link.startswith("#")}
+    assert all(f'id="{anchor}"' in page for anchor in anchors)
+
+
+def test_parse_channels():
+    assert parse_channels("all", 3) == [0, 1, 2]
+    assert parse_channels("0-3, 10,2", 64) == [0, 1, 2, 3, 10]
+    assert parse_channels(" 7 ", 8) == [7]
+    for spec, message in (("0-99", "valid: 0-63"), ("64", "valid: 0-63"), ("5-2", "backwards"),
+                          ("a-b", "0-15,40"), ("", "0-15,40"), ("1,,2", "0-15,40"), ("-3", "0-15,40")):
+        with pytest.raises(DeconvError, match=message):
+            parse_channels(spec, 64)
+
+
+def test_bad_arguments(images, tmp_path):
+    model = tiny_model()
+    with pytest.raises(DeconvError, match="valid: 0-3"):
+        top9(images[0], tmp_path, layers=["relu1_1"], channels=[0, 4], model=model, progress=False)
+    with pytest.raises(DeconvError, match="unknown layer"):
+        top9(images[0], tmp_path, layers=["conv9"], model=model, progress=False)
+    with pytest.raises(DeconvError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            raise DeconvError("CUDA is not available (skipped: this machine has CUDA)")
+        top9(images[0], tmp_path, layers=["relu1_1"], model=model, device="cuda", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DeconvError, match="no images"):
+        top9(empty, tmp_path / "o", layers=["relu1_1"], model=model, progress=False)
+
+
+def test_image_list_file_and_limit(images, tmp_path):
+    root, good = images
+    listing = root / "list.txt"
+    listing.write_text("\n".join(p.relative_to(root).as_posix() for p in good[::-1]) + "\n")
+    try:
+        summary = top9(listing, tmp_path, layers=["relu1_1"], k=3, limit=6, model=tiny_model(), workers=0,
+                       progress=False)
+    finally:
+        listing.unlink()
+    listed = [p.relative_to(root).as_posix() for p in good[::-1][:6]]
+    assert summary.images == 6
+    for entries in _results(tmp_path)["layers"]["relu1_1"].values():
+        assert all(e["image"] in listed for e in entries)
+
+
+def test_folder_names():
+    assert folder_names(["features.3:2", "a/b", "a:b", ".x"]) == {
+        "features.3:2": "features.3_2", "a/b": "a_b", "a:b": "a_b-2", ".x": "x"}

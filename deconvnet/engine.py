@@ -24,6 +24,7 @@ from .rules import (
 
 
 CROP_WORTHWHILE = 0.5  # crop to receptive-field windows when they cover less than this share of the image
+BACKWARD_CHUNK = 16  # units carried down together
 
 
 class Unit(NamedTuple):
@@ -319,14 +320,20 @@ class Deconvnet:
             if not isinstance(activation, Tensor) or target.node not in on_path:
                 raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
             chosen = [self._select(activation, target, *unit) for unit in units]
-            seed = torch.zeros(len(chosen), *activation.shape[1:], dtype=activation.dtype, device=activation.device)
-            for row, unit in enumerate(chosen):
-                seed[(row, unit.channel, *(unit.position or ()))] = unit.value
-            rows = torch.tensor([u.image for u in chosen], device=x.device)
-            if len(chosen) == x.shape[0] and bool((rows == torch.arange(len(chosen), device=x.device)).all()):
-                rows = None  # one unit per image, in order: the records serve as they are
-            maps = self._backward(seed, target.node, saved, tensors, on_path, rows, mode)
-        return Projection(maps, chosen, target)
+            images = torch.tensor([u.image for u in chosen], device=x.device)
+            if len(chosen) == x.shape[0] and bool((images == torch.arange(len(chosen), device=x.device)).all()):
+                images = None  # one unit per image, in order: the records serve as they are
+            maps = []
+            # Chunks bound the memory: each row of the backward pass is a full set of feature maps.
+            for start in range(0, len(chosen), BACKWARD_CHUNK):
+                chunk = chosen[start:start + BACKWARD_CHUNK]
+                seed = activation.new_zeros(len(chunk), *activation.shape[1:])
+                for row, unit in enumerate(chunk):
+                    seed[(row, unit.channel, *(unit.position or ()))] = unit.value
+                rows = None if images is None and len(chunk) == len(chosen) else (
+                    torch.tensor([u.image for u in chunk], device=x.device))
+                maps.append(self._backward(seed, target.node, saved, tensors, on_path, rows, mode))
+        return Projection(torch.cat(maps), chosen, target)
 
     def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField, mode: str) -> Projection:
         """The full projection, computed on the smallest input windows that determine it.

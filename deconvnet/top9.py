@@ -167,10 +167,13 @@ def _warn(message: str, progress: bool) -> None:
 def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int] = "all", k: int = 9,
          model: str | LoadedModel = "vgg16-hed", weights=None, mode: str = "deconvnet", batch_size: int = 32,
          workers: int = 2, limit: int | None = None, device: str = "cpu", restart: bool = False,
-         progress: bool = True) -> Top9Summary:
+         progress: bool = True, render: bool = True) -> Top9Summary:
     """Find each channel's k strongest images in ``images`` and render them into ``out_dir``.
 
-    See the module docstring for the outputs and the format of ``top9.json``.
+    See the module docstring for the outputs and the format of ``top9.json``;
+    ``render=False`` stops after writing it (the scan alone).
+
+    >>> top9("photos/", "out/", layers=["conv3_3"], channels="0-15")           # doctest: +SKIP
     """
     layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not layers:
@@ -208,7 +211,8 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
         group.barrier()
         results, bad = _scan_or_reuse(run, batch_size, workers, restart)
         skipped = [(str(paths[index]), reason) for index, reason in bad] + others
-        rendered, reused = sheets.render_all(dn, loaded, dev, results, root, out, mode, identity, group, progress)
+        rendered, reused = (sheets.render_all(dn, loaded, dev, results, root, out, mode, identity, group, progress)
+                            if render else (0, 0))
         return Top9Summary(out, out / RESULTS, results["images"], skipped, rendered, reused)
     finally:
         group.close()

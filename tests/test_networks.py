@@ -131,3 +131,15 @@ def test_receptive_field_of_vgg16_matches_hand_computation(networks):
         assert dn.receptive_field("fc6").size is None  # a fully connected unit sees everything
         # unit (0, 0) of conv1_1 sees rows -1..1 (padding 1)
         assert dn.box("conv1_1", (0, 0), (64, 64)) == deconvnet.Box(-1, -1, 3, 3)
+
+
+def test_more_units_than_one_backward_chunk_match_one_by_one(networks):
+    model = networks["alexnet"]
+    torch.manual_seed(4)
+    x = torch.rand(2, 3, 96, 96)
+    channels = list(range(deconvnet.engine.BACKWARD_CHUNK + 3))
+    with deconvnet.Deconvnet(model) as dn:
+        together = dn.project(x, "conv2", channels, mode="guided")  # (2, C, 3, H, W)
+        for image, channel in [(0, 0), (1, 5), (1, len(channels) - 1)]:
+            alone = dn.project(x[image:image + 1], "conv2", channel, mode="guided")[0]
+            torch.testing.assert_close(together[image, channel], alone)

@@ -24,8 +24,8 @@ from deconvnet.top9 import top9
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # scikit-image sample photos that are CC0 or public domain
-FREE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png", "grass.png", "gravel.png",
-               "hubble_deep_field.jpg", "coins.png", "retina.jpg", "camera.png", "horse.png", "cell.png"]
+FREE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "brick.png", "grass.png", "gravel.png",
+               "hubble_deep_field.jpg", "retina.jpg", "camera.png", "horse.png", "cell.png"]
 TOP9_LAYER, TOP9_CHANNEL, TOP9_MODE = "conv4_3", 0, "guided"
 
 

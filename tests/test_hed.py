@@ -65,3 +65,22 @@ def test_model_card_states_the_file_hash():
     card = (files("deconvnet.weights") / "vgg16-hed.md").read_text(encoding="utf-8")
     digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
     assert digest in re.findall(r"[0-9a-f]{64}", card)
+
+
+def test_edges_keep_the_input_size_and_leave_the_input_alone():
+    """Odd sizes (ceil-mode pools, resized side outputs) and in-place ReLUs do not corrupt the taps."""
+    model = load_vgg16_hed()
+    x = torch.randn(2, 3, 67, 45) * 50
+    before = x.clone()
+    with torch.no_grad():
+        first, second, features = model.edges(x), model.edges(x), model(x)
+    assert first.shape == (2, 1, 67, 45)
+    assert 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, second) and torch.equal(x, before)
+    assert features.shape == (2, 512, 3, 2)  # pool5 of Keras 'same' pooling: ceil(67 / 32), ceil(45 / 32)
+
+
+def test_forward_traces_as_a_plain_chain():
+    graph = torch.fx.Tracer().trace(load_vgg16_hed())
+    called = [node.target for node in graph.nodes if node.op == "call_module"]
+    assert called == [f"features.{i}" for i in range(31)]  # forward is features only, no HED heads

@@ -75,13 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
     top9.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     top9.add_argument("--restart", action="store_true", help="discard a checkpoint from an earlier run")
     _add_model_options(top9)
+
+    from .occlusion import DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_STRIDE
+
+    occlusion = commands.add_parser("occlusion", help="slide a grey square over the image and map what it changes (Fig. 7)")
+    occlusion.add_argument("image", help="an image file")
+    occlusion.add_argument("--layer", help="layer of the unit to watch (see deconv layers)")
+    occlusion.add_argument("--channel", type=int, help="channel to watch: its strongest unit on the image")
+    occlusion.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX",
+                           help="map a classifier's probability for this class (name or index) instead")
+    occlusion.add_argument("--measure", choices=("unit", "total"),
+                           help="for a channel: the strongest unit's activation (unit, default) or the map's sum (total)")
+    occlusion.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                           help=f"side of the grey square in pixels (default {DEFAULT_SIZE})")
+    occlusion.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+                           help=f"step between its positions in pixels (default {DEFAULT_STRIDE})")
+    occlusion.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                           help=f"occluded images per forward pass (default {DEFAULT_BATCH_SIZE})")
+    occlusion.add_argument("-o", "--output", help="figure file (default: <image>_occlusion_<layer>_c<channel>.png or ..._class_<class>.png)")
+    _add_model_options(occlusion)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"visualize": _visualize, "layers": _layers, "models": _models, "top9": _top9}[args.command](args)
+        return {"visualize": _visualize, "layers": _layers, "models": _models, "top9": _top9,
+                "occlusion": _occlusion}[args.command](args)
     except KeyboardInterrupt:
         print("deconv: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
@@ -138,6 +158,36 @@ def _top9(args: argparse.Namespace) -> int:
         print(f"skipped {len(summary.skipped)} unreadable files:")
         for path, reason in summary.skipped[:20]:
             print(f"  {path}: {reason}")
+    return 0
+
+
+def _occlusion(args: argparse.Namespace) -> int:
+    from .occlusion import describe, occlusion
+
+    target_class = args.target_class
+    if target_class is not None and target_class.strip().isdigit():
+        target_class = int(target_class)  # an index; anything else is a class name
+    if args.output:
+        output = Path(args.output)
+    elif args.target_class is not None:
+        output = Path(f"{Path(args.image).stem}_occlusion_class_{args.target_class}.png".replace(" ", "_"))
+    else:
+        output = Path(f"{Path(args.image).stem}_occlusion_{args.layer}_c{args.channel}.png")
+    done = occlusion(args.image, output, layer=args.layer, channel=args.channel, target_class=target_class,
+                     measure=args.measure, model=args.model, weights=args.weights, size=args.size,
+                     stride=args.stride, batch_size=args.batch_size)
+    result = done.result
+    rows, cols = result.grid.shape
+    top, left, height, width = result.most_affected
+    drop = result.baseline - result.most_affected_value
+    print(f"{done.model} {describe(result, args.layer, done.class_name)}: baseline {result.baseline:.4g}")
+    print(f"{rows * cols} positions ({rows}x{cols}) of a {result.grid.size}x{result.grid.size} grey square, "
+          f"stride {result.grid.stride}, in {result.seconds:.1f}s")
+    print(f"most affected: the square at (top={top}, left={left}, {height}x{width}) lowers it to "
+          f"{result.most_affected_value:.4g} (drop {drop:.4g})")
+    if drop <= 0:
+        print("note: no occluder position lowers the value; try a smaller --stride or a larger --size")
+    print(f"wrote {done.output}")
     return 0
 
 

@@ -28,6 +28,11 @@ def _position(text: str) -> tuple[int, int]:
     return y, x
 
 
+def _class(text: str) -> int | str:
+    """An index, or a class name for a classifier's output layer."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
 def _mode(text: str) -> str:
     if text not in MODES:
         raise argparse.ArgumentTypeError(f"unknown mode {text!r}: expected one of {', '.join(MODES)}")
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     visualize = commands.add_parser("visualize", help="project one unit of a layer back to pixels, as a figure")
     visualize.add_argument("image", help="an image file")
     visualize.add_argument("--layer", required=True, help="layer name or alias (see deconv layers)")
-    visualize.add_argument("--channel", required=True, type=int, help="channel (or unit of a 1-D layer)")
+    visualize.add_argument("--channel", required=True, type=_class,
+                           help="channel (a unit of a 1-D layer; a class name at a classifier's output)")
     visualize.add_argument("--position", type=_position, help="Y,X in the layer's map (default: strongest)")
     visualize.add_argument("--mode", type=_mode, default="deconvnet", help="deconvnet (default), guided or backprop")
     visualize.add_argument("--percentile", type=float, default=99.5,
@@ -155,7 +161,7 @@ def _top9(args: argparse.Namespace) -> int:
     print(f"scanned {summary.images} images; rendered {summary.rendered} channels "
           f"({summary.reused} already up to date); results in {summary.results_path}")
     if summary.skipped:
-        print(f"skipped {len(summary.skipped)} unreadable files:")
+        print(f"skipped {len(summary.skipped)} files (unreadable or not images):")
         for path, reason in summary.skipped[:20]:
             print(f"  {path}: {reason}")
     return 0
@@ -164,9 +170,7 @@ def _top9(args: argparse.Namespace) -> int:
 def _occlusion(args: argparse.Namespace) -> int:
     from .occlusion import describe, occlusion
 
-    target_class = args.target_class
-    if target_class is not None and target_class.strip().isdigit():
-        target_class = int(target_class)  # an index; anything else is a class name
+    target_class = None if args.target_class is None else _class(args.target_class)
     if args.output:
         output = Path(args.output)
     elif args.target_class is not None:

@@ -7,13 +7,18 @@ after the first download). Any model also takes a local state dict with ``weight
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torchvision
@@ -138,31 +143,86 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DeconvError(f"expected a weights file, received a directory: {path}")
     with open(path, "rb") as handle:
         head = handle.read(8)
+    if not head:
+        raise DeconvError(f"weights file is empty (0 bytes): {path}; expected a .safetensors file or a PyTorch "
+                          f"state dict saved with torch.save")
     if path.suffix == ".safetensors":
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as error:
             raise DeconvError(f"cannot read weights file {path}: not a valid safetensors file ({error})") from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol: the error below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         blocked = re.search(r"GLOBAL (\S+)", str(error))
-        if blocked:
+        # torch stops at the first opcode it does not support, which may come before any global.
+        names = [blocked.group(1)] if blocked else _unsafe_globals(path)
+        if names:
             raise DeconvError(
-                f"refused to load {path}: it pickles {blocked.group(1)}, which could run code when loaded "
+                f"refused to load {path}: it pickles {', '.join(names)}, which could run code when loaded "
                 f"(weights are read with weights_only=True). Save a plain state dict or a safetensors file."
             ) from error
         raise DeconvError(f"cannot read weights file {path}: not a PyTorch state dict or safetensors file "
                           f"(it starts with {head!r})") from error
     except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = f"; {str(error).splitlines()[0]}" if str(error).strip() else ""
         raise DeconvError(f"cannot read weights file {path}: not a PyTorch state dict or safetensors file "
-                          f"(it starts with {head!r}; {str(error).splitlines()[0]})") from error
+                          f"(it starts with {head!r}{reason})") from error
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
         raise DeconvError(f"expected {path} to hold a state dict (name -> tensor), received {type(state).__name__}")
+    others = [f"{key!r} ({type(value).__name__})" for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if others:
+        raise DeconvError(f"expected {path} to hold a state dict (name -> tensor), received a dict with "
+                          f"non-tensor entries {_short(others)}; save model.state_dict()")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+_HARMLESS_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_STORE = {"PUT", "BINPUT", "LONG_BINPUT"}
+_FETCH = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The module.name globals a pickled file refers to, other than torch's own, read without unpickling.
+
+    Covers a plain pickle (also the legacy torch format, several pickles in a row) and the
+    ``data.pkl`` of a torch zip checkpoint. Best effort: it is only used to name what was refused.
+    """
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                streams = [io.BytesIO(archive.read(name)) for name in archive.namelist() if name.endswith("data.pkl")]
+        else:
+            streams = [io.BytesIO(path.read_bytes())]
+        for stream in streams:
+            for _ in range(8):  # the legacy format has a few pickles before the tensor data
+                recent: list[str | None] = []  # what each opcode pushed: its string, or None
+                memo: dict[int, str | None] = {}
+                for opcode, arg, _ in pickletools.genops(stream):
+                    if opcode.name == "MEMOIZE":
+                        memo[len(memo)] = recent[-1] if recent else None
+                    elif opcode.name in _STORE:
+                        memo[arg] = recent[-1] if recent else None
+                    elif opcode.name in _FETCH:
+                        recent.append(memo.get(arg))
+                    elif opcode.name in ("GLOBAL", "INST"):
+                        found.append(arg.replace(" ", "."))
+                        recent.append(None)
+                    elif opcode.name == "STACK_GLOBAL":
+                        if len(recent) >= 2 and recent[-2] and recent[-1]:
+                            found.append(f"{recent[-2]}.{recent[-1]}")
+                        recent.append(None)
+                    elif opcode.stack_after:
+                        recent.append(arg if isinstance(arg, str) else None)
+    except Exception:  # noqa: BLE001 - past the pickles, or damaged: what was found so far is the answer
+        pass
+    return [name for name in dict.fromkeys(found) if not name.startswith(_HARMLESS_GLOBALS)]
 
 
 def load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -187,3 +247,33 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
 def _short(items: list[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''}]"
+
+
+def class_index(name: str | int, categories: Sequence[str] | None, model: str = "the model") -> int:
+    """A class index from a name (case-insensitive exact match) or an index.
+
+    >>> class_index("Tabby", ["tiger", "tabby", "lynx"])
+    1
+    """
+    if not isinstance(name, str):
+        return name
+    if not categories:
+        raise DeconvError(f"{model} comes without class names (only a classifier loaded with its published "
+                          f"weights has them, e.g. --model vgg16); give the class as an index instead")
+    wanted = name.strip().lower()
+    hits = [i for i, category in enumerate(categories) if category.lower() == wanted]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        listed = ", ".join(str(i) for i in hits)
+        raise DeconvError(f"class name {name!r} is ambiguous in {model}: it names classes {listed}; "
+                          f"give the index instead")
+    lowered = {category.lower(): category for category in categories}
+    close = difflib.get_close_matches(wanted, list(lowered), n=5, cutoff=0.6)
+    close += [c.lower() for c in categories if wanted and wanted in c.lower().split() and c.lower() not in close]
+    if close:
+        suggestions = ", ".join(repr(lowered[c]) for c in close[:8])
+        raise DeconvError(f"unknown class {name!r} for {model}; close matches: {suggestions} "
+                          f"(or give an index 0..{len(categories) - 1})")
+    raise DeconvError(f"unknown class {name!r} for {model}, and no close match among its {len(categories)} "
+                      f"classes; give an index 0..{len(categories) - 1}")

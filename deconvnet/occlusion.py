@@ -19,7 +19,6 @@ Box(top=..., left=..., height=48, width=48)
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from .engine import Deconvnet, Unit
 from .errors import DeconvError
 from .fileio import check_writable_dir, save_figure_atomic
 from .images import open_image
-from .models import DEFAULT_MODEL, LoadedModel, load
+from .models import DEFAULT_MODEL, LoadedModel, class_index, load
 from .receptive import Box
 from .transforms import ImageTransform
 
@@ -337,39 +336,6 @@ def _fill_patch(fill: Tensor | float, x: Tensor) -> Tensor:
     if not torch.isfinite(value).all():
         raise DeconvError("fill contains NaN or infinite values")
     return value.view(channels, 1, 1)
-
-
-# --------------------------------------------------------------- class names
-
-
-def class_index(name: str | int, categories: Sequence[str] | None, model: str = "the model") -> int:
-    """A class index from a name (case-insensitive exact match) or an index.
-
-    >>> class_index("Tabby", ["tiger", "tabby", "lynx"])
-    1
-    """
-    if not isinstance(name, str):
-        return name
-    if not categories:
-        raise DeconvError(f"{model} comes without class names (only a classifier loaded with its published "
-                          f"weights has them, e.g. --model vgg16); give the class as an index instead")
-    wanted = name.strip().lower()
-    hits = [i for i, category in enumerate(categories) if category.lower() == wanted]
-    if len(hits) == 1:
-        return hits[0]
-    if hits:
-        listed = ", ".join(str(i) for i in hits)
-        raise DeconvError(f"class name {name!r} is ambiguous in {model}: it names classes {listed}; "
-                          f"give the index instead")
-    lowered = {category.lower(): category for category in categories}
-    close = difflib.get_close_matches(wanted, list(lowered), n=5, cutoff=0.6)
-    close += [c.lower() for c in categories if wanted and wanted in c.lower().split() and c.lower() not in close]
-    if close:
-        suggestions = ", ".join(repr(lowered[c]) for c in close[:8])
-        raise DeconvError(f"unknown class {name!r} for {model}; close matches: {suggestions} "
-                          f"(or give an index 0..{len(categories) - 1})")
-    raise DeconvError(f"unknown class {name!r} for {model}, and no close match among its {len(categories)} "
-                      f"classes; give an index 0..{len(categories) - 1}")
 
 
 # -------------------------------------------------------------------- figure

@@ -1,0 +1,50 @@
+"""The command line end to end, as a new user runs it."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+import deconvnet
+from deconvnet.cli import main
+from deconvnet.models import LoadedModel
+from deconvnet.transforms import ImageTransform
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def test_visualize_with_the_default_model_writes_the_figure(tmp_path, capsys):
+    output = tmp_path / "cat.png"
+    status = main(["visualize", "--layer", "conv5_3", "--channel", "12", str(ASSETS / "cat.jpg"), "-o", str(output)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "conv5_3 channel 12 at (y=" in printed and "receptive field 196x196" in printed
+    assert f"wrote {output}" in printed
+    assert [p.name for p in tmp_path.iterdir()] == ["cat.png"]  # no temporary file left
+
+
+def test_layers_lists_names_aliases_shapes_and_fields(capsys):
+    assert main(["layers"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["features.28"][1:] == ["conv5_3", "Conv2d", "512x14x14", "196x196", "16"]
+    assert rows["features.4"][1:] == ["pool1", "MaxPool2d", "64x112x112", "6x6", "2"]
+
+
+def test_models_lists_the_offline_default(capsys):
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("vgg16-hed")
+
+
+def test_a_class_name_selects_the_output_unit(tmp_path):
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                               nn.Linear(4, 3)).eval()
+    loaded = LoadedModel("tiny", classifier, ImageTransform(resize=32, crop=32), "random",
+                         categories=["tench", "tabby", "lynx"])
+    Image.new("RGB", (40, 40), (200, 100, 50)).save(tmp_path / "in.png")
+    done = deconvnet.visualize(tmp_path / "in.png", tmp_path / "out.png", layer="logits", channel="Tabby",
+                               model=loaded)
+    assert done.unit.channel == 1 and done.unit.position is None
+    assert (tmp_path / "out.png").exists()

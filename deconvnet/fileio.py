@@ -32,11 +32,14 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 from PIL import Image
 
+from .errors import DeconvError
+
 if TYPE_CHECKING:  # matplotlib is only needed by callers that pass a figure
     from matplotlib.figure import Figure
 
 __all__ = [
     "atomic_path",
+    "check_figure_path",
     "check_writable_dir",
     "save_figure_atomic",
     "save_image_atomic",
@@ -84,6 +87,39 @@ def check_writable_dir(path: PathLike) -> Path:
             "fix its permissions or choose another directory"
         )
     return directory
+
+
+def check_figure_path(path: PathLike) -> Path:
+    """Check, before any work, that a matplotlib figure can be saved at ``path``.
+
+    Raises what :func:`check_writable_dir` raises for the parent directory,
+    IsADirectoryError when ``path`` is a directory, and a DeconvError (a
+    ValueError) when matplotlib cannot write its suffix.
+
+    Example:
+        >>> check_figure_path("out.png")
+        PosixPath('out.png')
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    destination = Path(path)
+    check_writable_dir(destination.parent)
+    if destination.is_dir():
+        raise IsADirectoryError(
+            f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
+        )
+    _check_figure_format(destination, FigureCanvasBase.get_supported_filetypes())
+    return destination
+
+
+def _check_figure_format(destination: Path, supported: dict) -> str:
+    figure_format = destination.suffix.lower().lstrip(".")
+    if figure_format not in supported:
+        raise DeconvError(
+            f"matplotlib cannot save {destination.name!r}; "
+            f"end the file name with one of: {', '.join('.' + s for s in sorted(supported))}"
+        )
+    return figure_format
 
 
 def _create_temp_file(destination: Path) -> Path:
@@ -195,7 +231,7 @@ def _image_format_for(path: Path) -> str:
     extensions = Image.registered_extensions()
     image_format = extensions.get(path.suffix.lower())
     if image_format is None or image_format not in Image.SAVE:
-        raise ValueError(
+        raise DeconvError(
             f"cannot tell the image format from {path.name!r}; "
             "end the file name with a suffix such as .png or .jpg"
         )
@@ -272,13 +308,7 @@ def save_figure_atomic(
         PosixPath('out/conv5_12.png')
     """
     destination = Path(path)
-    figure_format = destination.suffix.lower().lstrip(".")
-    supported = fig.canvas.get_supported_filetypes()
-    if figure_format not in supported:
-        raise ValueError(
-            f"matplotlib cannot save {destination.name!r}; "
-            f"end the file name with one of: {', '.join('.' + s for s in sorted(supported))}"
-        )
+    figure_format = _check_figure_format(destination, fig.canvas.get_supported_filetypes())
     try:
         with atomic_path(destination) as temporary:
             fig.savefig(temporary, format=figure_format, dpi=dpi, **savefig_options)

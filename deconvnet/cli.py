@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,11 @@ def _position(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected Y,X (two integers), received {text!r}") from None
     return y, x
+
+
+def _safe(name: str) -> str:
+    """A layer or class name as part of a default file name ('layer1.0.relu:2' -> 'layer1.0.relu_2')."""
+    return re.sub(r"[^\w.-]+", "_", str(name))
 
 
 def _class(text: str) -> int | str:
@@ -119,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _visualize(args: argparse.Namespace) -> int:
     from .visualize import visualize
 
-    output = Path(args.output) if args.output else Path(f"{Path(args.image).stem}_{args.layer}_c{args.channel}.png")
+    output = Path(args.output) if args.output else Path(f"{Path(args.image).stem}_{_safe(args.layer)}_c{args.channel}.png")
     result = visualize(args.image, output, layer=args.layer, channel=args.channel, position=args.position,
                        mode=args.mode, model=args.model, weights=args.weights,
                        percentile=None if args.percentile >= 100 else args.percentile)
@@ -163,7 +169,7 @@ def _top9(args: argparse.Namespace) -> int:
     if summary.skipped:
         print(f"skipped {len(summary.skipped)} files (unreadable or not images):")
         for path, reason in summary.skipped[:20]:
-            print(f"  {path}: {reason}")
+            print(f"  {reason}" if path in reason else f"  {path}: {reason}")
     return 0
 
 
@@ -174,9 +180,9 @@ def _occlusion(args: argparse.Namespace) -> int:
     if args.output:
         output = Path(args.output)
     elif args.target_class is not None:
-        output = Path(f"{Path(args.image).stem}_occlusion_class_{args.target_class}.png".replace(" ", "_"))
+        output = Path(f"{Path(args.image).stem}_occlusion_class_{_safe(args.target_class)}.png")
     else:
-        output = Path(f"{Path(args.image).stem}_occlusion_{args.layer}_c{args.channel}.png")
+        output = Path(f"{Path(args.image).stem}_occlusion_{_safe(args.layer)}_c{args.channel}.png")
     done = occlusion(args.image, output, layer=args.layer, channel=args.channel, target_class=target_class,
                      measure=args.measure, model=args.model, weights=args.weights, size=args.size,
                      stride=args.stride, batch_size=args.batch_size)

@@ -189,7 +189,7 @@ class Deconvnet:
         needed = self.minimum_input_size(layer, x.shape[1])
         if needed is not None and min(height, width) < needed:
             return DeconvError(f"the input is {height}x{width} pixels, too small for layer {layer}: "
-                               f"it needs at least {needed}x{needed}")
+                               f"it needs at least {needed}x{needed}; use a larger image or an earlier layer")
         return DeconvError(f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
                            f"{str(error).splitlines()[0]}")
 
@@ -221,7 +221,9 @@ class Deconvnet:
         if not x.is_floating_point():
             raise DeconvError(f"expected a floating-point input, received {x.dtype}")
         if not torch.isfinite(x).all():
-            raise DeconvError("the input contains NaN or infinite values")
+            nan, infinite = int(x.isnan().sum()), int(x.isinf().sum())
+            raise DeconvError(f"expected finite input values, received {nan} NaN and {infinite} infinite value(s) "
+                              f"in an input of shape {tuple(x.shape)}; check the preprocessing that made it")
         if self.model.training:
             raise DeconvError(
                 "the model is in training mode (dropout and batch statistics would change the result): "

@@ -122,7 +122,8 @@ def chain_aliases(layers: list[Layer]) -> dict[str, str]:
     linear = [l for l in layers if isinstance(l.module, nn.Linear)]
     features = [l for l in layers if l.name.startswith("features.")]
     classifier = [l for l in layers if l.name.startswith("classifier.")]
-    if features:
+    # Only a plain chain of layers (AlexNet, VGG, ZFNet) has the paper's layer names.
+    if features and all(l.name.count(".") == 1 for l in features + classifier):
         aliases.update(_feature_aliases(features, classifier))
     if linear:
         aliases.setdefault(linear[-1].name, "logits")
@@ -157,12 +158,13 @@ def _feature_aliases(features: list[Layer], classifier: list[Layer]) -> dict[str
                 aliases[layer.name] = f"pool{block_index if vgg_style else conv_count}"
     # Fully connected layers continue the numbering: fc6 follows conv5 (AlexNet) or block 5 (VGG).
     fc_number = sum(1 for n in convs_per_block if n) if vgg_style else conv_count
+    first_fc = fc_number + 1  # a ReLU or Dropout before the first Linear takes no fc number
     for layer in classifier:
         if isinstance(layer.module, nn.Linear):
             fc_number += 1
             aliases[layer.name] = f"fc{fc_number}"
-        elif isinstance(layer.module, nn.ReLU):
+        elif isinstance(layer.module, nn.ReLU) and fc_number > first_fc - 1:
             aliases[layer.name] = f"relu{fc_number}"
-        elif isinstance(layer.module, nn.Dropout) and fc_number > 5:
+        elif isinstance(layer.module, nn.Dropout) and fc_number > first_fc - 1:
             aliases[layer.name] = f"drop{fc_number}"
     return aliases

@@ -8,11 +8,12 @@ Pillow's decompression-bomb guard stays on.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DeconvError
 
@@ -44,12 +45,21 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                 image.load()
                 return to_rgb(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow's own text quotes twice the limit for the error; the warning, made an error here, fires at it.
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(declared[1]):,} pixels" if declared else "more pixels than that"
         raise UnreadableImage(
-            f"refusing to decode {path}: {error} (the limit is Pillow's Image.MAX_IMAGE_PIXELS, "
-            f"{Image.MAX_IMAGE_PIXELS} pixels; raise it only for files you trust)"
+            f"refusing to decode {path}: its header declares {size}, over the decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (PIL.Image.MAX_IMAGE_PIXELS); raise that limit only for files "
+            f"you trust, or shrink the image first"
         ) from error
+    except UnidentifiedImageError as error:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        raise UnreadableImage(f"cannot read image {path}: expected an image file (JPEG, PNG, BMP, GIF, TIFF, WebP...), "
+                              f"received a file Pillow cannot identify (it starts with {head!r})") from error
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's errors for bad files
-        raise UnreadableImage(f"cannot read image {path}: {error}") from error
+        raise UnreadableImage(f"cannot read image {path}: {error}; the file is damaged or incomplete") from error
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -175,7 +175,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise DeconvError(f"expected {path} to hold a state dict (name -> tensor), received {type(state).__name__}")
-    others = [f"{key!r} ({type(value).__name__})" for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    others = [f"{key!r} ({type(value).__name__})" for key, value in state.items()
+              if not isinstance(value, torch.Tensor)]
     if others:
         raise DeconvError(f"expected {path} to hold a state dict (name -> tensor), received a dict with "
                           f"non-tensor entries {_short(others)}; save model.state_dict()")

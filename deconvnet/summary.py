@@ -7,6 +7,7 @@ import os
 import torch
 
 from .engine import Deconvnet
+from .errors import DeconvError
 from .models import DEFAULT_MODEL, LoadedModel, load
 
 
@@ -19,10 +20,12 @@ def layer_table(
     ('features.0', 'conv1_1', 'Conv2d', '64x224x224', '3x3', '1')
     """
     loaded = load(model, weights=weights) if isinstance(model, str) else model
-    height, width = (size, size) if size else loaded.transform.input_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096):
+        raise DeconvError(f"size (the input side in pixels) must be an integer from 1 to 4096, received {size!r}")
+    height, width = (size, size) if size is not None else loaded.transform.input_size
     with Deconvnet(loaded.model) as dn:
         names = [layer.name for layer in dn.graph.layers]
-        outputs = dn.activations(torch.zeros(1, 3, height, width), names)
+        outputs = dn.activations(torch.zeros(0, 3, height, width), names)  # an empty batch: shapes only
         rows = []
         for layer in dn.graph.layers:
             value = outputs[layer.name]

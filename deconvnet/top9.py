@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import warnings
@@ -139,6 +140,19 @@ def _list_images(images, out_dir: Path, limit: int | None) -> tuple[Path, list[P
     return (source if source.is_dir() else source.parent), paths, others
 
 
+def _check_output_folder(out: Path) -> None:
+    """A clear error now, rather than after the scan, if ``out`` cannot be used or created."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == out else f"cannot be created: {str(existing)!r} is a file"
+        raise NotADirectoryError(f"output folder {str(out)!r} {where}; choose a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == out else f"cannot be created: {str(existing)!r} is not writable"
+        raise PermissionError(f"output folder {str(out)!r} {where}; fix the permissions or choose another folder")
+
+
 def _name(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
@@ -185,6 +199,7 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     check_mode(mode)
     out = Path(out_dir)
     dev = pick_device(device)
+    _check_output_folder(out)  # before any work; it is created once the arguments are known to be good
     root, paths, others = _list_images(images, out, limit)
     names = [_name(p, root) for p in paths]
     loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)

@@ -38,14 +38,39 @@ class ImageTransform:
             raise TypeError(f"expected a PIL.Image, received {type(image).__name__}")
         if image.mode != "RGB":
             image = to_rgb(image)
-        if self.resize:
-            image = TF.resize(image, self.resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        if self.crop:
-            image = TF.center_crop(image, self.crop)
+        window = self._crop_window(image.size)
+        if window is not None:  # a very long image: resize only the part the crop keeps
+            image = image.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=window)
+        else:
+            if self.resize:
+                image = TF.resize(image, self.resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            if self.crop:
+                image = TF.center_crop(image, self.crop)
         x = TF.pil_to_tensor(image).float() / 255.0  # (3, H, W) RGB in 0..1
         if self.bgr:
             x = x.flip(0)
         return (x * self.scale - self._column(self.mean)) / self._column(self.std)
+
+    def _crop_window(self, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+        """Where the centre crop falls in the original image, when resizing all of it would be wasteful.
+
+        Resizing a 50000x2 strip's short side to 224 would make an image of 5.6 million by 224
+        pixels, gigabytes for a 100 kB file. Resizing only the window the crop keeps gives the
+        same pixels (the same bilinear filter at the same scale and sample positions), up to
+        rounding: a value may differ by 1 in 255.
+        """
+        if not (self.resize and self.crop):
+            return None
+        width, height = size
+        short, long = min(width, height), max(width, height)
+        new_long = int(self.resize * long / short)  # torchvision's rounding
+        if new_long <= 4 * self.crop or self.crop > self.resize:
+            return None  # ordinary shapes take the plain path
+        new_width, new_height = (self.resize, new_long) if width <= height else (new_long, self.resize)
+        top = int(round((new_height - self.crop) / 2.0))  # torchvision's centre_crop
+        left = int(round((new_width - self.crop) / 2.0))
+        scale_x, scale_y = width / new_width, height / new_height
+        return (left * scale_x, top * scale_y, (left + self.crop) * scale_x, (top + self.crop) * scale_y)
 
     @staticmethod
     def _column(values) -> Tensor:

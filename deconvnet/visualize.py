@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import Tensor
 
 from .engine import Deconvnet, Unit
+from .errors import DeconvError
 from .fileio import check_figure_path, save_figure_atomic
 from .images import open_image
 from .models import DEFAULT_MODEL, LoadedModel, class_index, load
@@ -48,6 +49,9 @@ def visualize(
     >>> visualize("assets/cat.jpg", "cat.png", layer="conv5_3", channel=12)  # doctest: +SKIP
     """
     check_mode(mode)
+    if percentile is not None and not 0 < percentile <= 100:  # also NaN
+        raise DeconvError(f"percentile must be in (0, 100], e.g. 99.5 (100 or None: no clipping); "
+                          f"received {percentile}")
     output = Path(output)
     check_figure_path(output)  # fail before the work, not after it
     photo = open_image(image)  # a bad file is found before the model loads

@@ -23,7 +23,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -164,8 +163,10 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
             "speedup": captum_time / ours_time, "max_abs_difference": difference}
 
 
+# The child reads its own peak from /proc: ru_maxrss would include the parent's peak, since
+# Linux keeps it across fork and exec.
 MEMORY_SNIPPET = """
-import resource, sys, torch, deconvnet
+import re, sys, torch, deconvnet
 from deconvnet.images import open_image
 kind, argument = sys.argv[1], sys.argv[2]
 if kind == "scan":
@@ -177,14 +178,14 @@ else:
     x = transform(open_image(argument))[None]
     with deconvnet.Deconvnet(model) as dn:
         dn.project(x, "conv3_3", list(range(64)))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 """
 
 
 def peak_rss_mb(*args: str) -> float:
     output = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, *args], check=True, capture_output=True,
                             text=True).stdout
-    return int(output.strip().splitlines()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    return int(output.strip().splitlines()[-1]) / 1024  # VmHWM is in KiB
 
 
 def bench_memory(paths, workdir: Path, counts) -> dict:

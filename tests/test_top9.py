@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import shutil
 import signal
 import subprocess
@@ -223,8 +224,12 @@ def test_torchrun_two_processes_match_one(reference, images, tmp_path):
         print("SUMMARY", summary.images, summary.rendered, summary.reused, len(summary.skipped))
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script)], cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    with socket.socket() as probe:  # a free port of our own: two runs at once must not join one group
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--rdzv-backend", "c10d",
+                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--nproc-per-node", "2", str(script)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
     assert _results(out) == reference[2]

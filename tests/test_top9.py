@@ -221,7 +221,10 @@ def test_torchrun_two_processes_match_one(reference, images, tmp_path):
         from deconvnet.top9 import top9
         from top9_tiny import tiny_model
         summary = top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
-        print("SUMMARY", summary.images, summary.rendered, summary.reused, len(summary.skipped))
+        # one file per rank: the ranks' stdout lines can interleave
+        import os, pathlib
+        line = f"{{summary.images}} {{summary.rendered}} {{summary.reused}} {{len(summary.skipped)}}"
+        pathlib.Path({str(tmp_path)!r}, "summary_" + os.environ["RANK"]).write_text(line)
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as probe:  # a free port of our own: two runs at once must not join one group
@@ -233,7 +236,7 @@ def test_torchrun_two_processes_match_one(reference, images, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
     assert _results(out) == reference[2]
-    summaries = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("SUMMARY")]
+    summaries = [(tmp_path / f"summary_{rank}").read_text().split() for rank in (0, 1)]
     assert summaries == [[str(reference[1].images), "10", "0", "3"]] * 2
     for layer, table in reference[2]["layers"].items():
         for channel in table:

@@ -214,6 +214,8 @@ class Deconvnet:
         return fx.GraphModule(self.model, graph)
 
     def _check_input(self, x: Tensor) -> None:
+        if self.mirror is None:
+            raise DeconvError("this Deconvnet was released; create a new one for further projections")
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), received {type(x).__name__}")
         if x.dim() != 4:
@@ -403,11 +405,10 @@ class Deconvnet:
         ...     dn.project(torch.rand(1, 3, 64, 64), "conv3_1", [1, 2], mode="guided").shape
         torch.Size([1, 2, 3, 64, 64])
         """
+        self._check_input(x)
         many = not isinstance(channel, int)
         channels = list(channel) if many else [channel]
-        units = [(n, c, position) for n in range(x.shape[0] if isinstance(x, Tensor) else 0) for c in channels]
-        if not isinstance(x, Tensor):
-            self._check_input(x)
+        units = [(n, c, position) for n in range(x.shape[0]) for c in channels]
         maps = self.project_units(x, layer, units, mode=mode).maps
         return maps.view(x.shape[0], len(channels), *maps.shape[1:]) if many else maps
 

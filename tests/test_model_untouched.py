@@ -89,3 +89,10 @@ def test_mirror_prints_as_the_paper_draws_it():
         text = repr(dn.mirror)
     order = [text.index(word) for word in ("(5): Rectify", "(4): TransposedConv2d", "(2): Unpool2d", "(0): TransposedConv2d")]
     assert order == sorted(order)  # from the top layer down to the pixels
+
+
+def test_a_released_deconvnet_says_so():
+    with deconvnet.Deconvnet(small_net()) as dn:
+        pass
+    with pytest.raises(deconvnet.DeconvError, match="released"):
+        dn.project(torch.rand(1, 3, 16, 16), "4", 1)

@@ -205,7 +205,7 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
     loaded.model.to(dev)
     dn = Deconvnet(loaded.model)
-    probe = dn.activations(torch.zeros(1, 3, *loaded.transform.input_size, device=dev), layers)
+    probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), layers)  # shapes only
     chosen = {layer: _channels_for(channels, probe[layer].shape[1]) for layer in layers}
     widths = {layer: probe[layer].shape[-1] if probe[layer].dim() == 4 else None for layer in layers}
     out.mkdir(parents=True, exist_ok=True)

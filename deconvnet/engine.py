@@ -23,7 +23,6 @@ from .rules import (
 )
 
 
-CROP_WORTHWHILE = 0.5  # crop to receptive-field windows when they cover less than this share of the image
 BACKWARD_CHUNK = 16  # units carried down together
 
 
@@ -151,6 +150,9 @@ class Deconvnet:
         """
         self._check_input(x)
         forward = self._forward_to(layers)
+        # oneDNN's fastest layout on this CPU (1.4x for the scan). Projections keep the model's
+        # own layout: a different summation order can flip a near-tie between max-pool switches.
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             try:
                 outputs = forward(x)
@@ -283,7 +285,7 @@ class Deconvnet:
         units: Sequence[tuple[int, int, tuple[int, int] | None]],
         *,
         mode: str = "deconvnet",
-        crop: bool | None = None,
+        crop: bool = True,
     ) -> Projection:
         """Project several units of one layer, batched, each seeded with its own activation.
 
@@ -292,9 +294,8 @@ class Deconvnet:
 
         A unit's projection is zero outside its receptive field, and nothing outside that
         field can change it. So when every position is given (and the layer's field is
-        finite), only the input window that feeds the units needs to run forward and back.
-        The result is the same as the full pass; ``crop=None`` crops where that saves work,
-        ``True`` wherever it is possible, ``False`` never.
+        finite), only the input window that feeds the units runs forward and back. The
+        result is the same as the full pass, which ``crop=False`` forces.
 
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
@@ -308,11 +309,8 @@ class Deconvnet:
         if not units:
             raise DeconvError("expected at least one unit to project, received none")
         field = self._fields.get(target.node, ReceptiveField(None))
-        if crop is not False and field.size is not None and all(unit[2] is not None for unit in units):
-            # Windows nearly as large as the image save little and would split the batch.
-            small = field.size[0] * field.size[1] < CROP_WORTHWHILE * x.shape[-2] * x.shape[-1]
-            if crop or small or len({unit[0] for unit in units}) == 1:
-                return self._project_cropped(x, target, list(units), field, mode)
+        if crop and field.size is not None and all(unit[2] is not None for unit in units):
+            return self._project_cropped(x, target, list(units), field, mode)
         return self._project_full(x, target, units, mode)
 
     def _project_full(self, x: Tensor, target: Layer, units, mode: str) -> Projection:

@@ -159,8 +159,11 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
     captum_maps = captum()
     difference = max(float((maps[row] - captum_maps[c][row][0] * values[row]).abs().max())
                      for c, (maps, values) in enumerate(our_maps) for row in range(len(values)))
+    with deconvnet.Deconvnet(model) as dn:
+        side = dn.receptive_field(layer).size[0]
     return {"ours_s": ours_time, "captum_s": captum_time, "maps": sum(len(v) for v in units.values()),
-            "speedup": captum_time / ours_time, "max_abs_difference": difference}
+            "speedup": captum_time / ours_time, "max_abs_difference": difference,
+            "field_share_of_image": min(side, x.shape[-1]) ** 2 / x.shape[-1] ** 2}
 
 
 # The child reads its own peak from /proc: ru_maxrss would include the parent's peak, since
@@ -229,6 +232,12 @@ def verdict(figures: dict) -> dict:
             continue
         met = value >= goal if direction == ">=" else value <= goal
         table[key] = {"value": round(value, 3), "goal": f"{direction} {goal}", "met": met}
+        if not met:
+            table[key]["short_by"] = f"{abs(1 - value / goal):.0%}"
+            share = figures.get(key.removesuffix("_speedup"), {}).get("field_share_of_image")
+            if share:
+                table[key]["why"] = (f"a unit's receptive field covers {share:.0%} of the image, so the window "
+                                     f"saves little, and every map still needs its own forward and backward pass")
     return table
 
 

@@ -23,7 +23,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +42,6 @@ from .transforms import ImageTransform
 DEFAULT_SIZE = 48  # pixels: about a fifth of a 224 input, the scale of an object part
 DEFAULT_STRIDE = 16  # 12 x 12 positions on a 224 input
 DEFAULT_BATCH_SIZE = 16
-MEASURES = ("unit", "total", "probability")
 GREY_RGB = 128
 
 

@@ -9,7 +9,6 @@ so a whole projection can be checked against autograd.
 
 from __future__ import annotations
 
-import math
 import operator
 from typing import Any, Callable
 

@@ -13,6 +13,10 @@ from .rules import MODES
 
 EXIT_USAGE = 2
 
+# Commands that live in their own module under deconvnet/commands/: each module defines
+# add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line (no usage dump) with exit status 2."""
@@ -106,14 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"occluded images per forward pass (default {DEFAULT_BATCH_SIZE})")
     occlusion.add_argument("-o", "--output", help="figure file (default: <image>_occlusion_<layer>_c<channel>.png or ..._class_<class>.png)")
     _add_model_options(occlusion)
+
+    for name in COMMAND_MODULES:
+        _command_module(name).add_parser(commands)
     return parser
+
+
+def _command_module(name: str):
+    from importlib import import_module
+
+    return import_module(f"deconvnet.commands.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handlers = {"visualize": _visualize, "layers": _layers, "models": _models, "top9": _top9,
+                "occlusion": _occlusion}
     try:
-        return {"visualize": _visualize, "layers": _layers, "models": _models, "top9": _top9,
-                "occlusion": _occlusion}[args.command](args)
+        if args.command in handlers:
+            return handlers[args.command](args)
+        return _command_module(args.command).run(args)
     except KeyboardInterrupt:
         print("deconv: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -83,7 +83,7 @@ def dataset(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/tiny", help="output folder (default runs/tiny)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train", type=int, default=4000, help="training pictures (default 4000)")
     parser.add_argument("--images", type=int, default=64, help="held-out pictures written for the scan (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         save_image_atomic(out / "images" / f"{CLASSES[label]}_{k // len(CLASSES):02d}.png", draw(label, rng))
 
     model = TinyZFNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     log = []
 
     def save(epoch: int) -> None:

@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     optimizer = torch.optim.SGD(model.parameters(), lr=2.0)
     data, labels = torch.randn(16, 3, 64, 64), torch.arange(16) % 8
     names = ["step9.safetensors", "step10.pt", "step11.safetensors"]
-    for number, name in enumerate(names):
+    for name in names:
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         if name.endswith(".pt"):
             torch.save(state, checkpoints / name)

@@ -189,16 +189,17 @@ def correspondence_deltas(
             dn.layer(layer)  # an unknown name fails before any work, listing the valid ones
         with tqdm(total=count, desc="correspondence", unit="image", disable=not progress, leave=False) as bar:
             for i in range(count):
-                occluders = [("part", part, box) for part, box in boxes[i].items()]
-                occluders += [("random", (r, part), box) for r in range(repeats) for part, box in randoms[r][i]]
+                # (repeat or None for the part itself, part, box)
+                occluders: list[tuple[int | None, str, Box]] = [(None, part, box) for part, box in boxes[i].items()]
+                occluders += [(r, part, box) for r in range(repeats) for part, box in randoms[r][i]]
                 # The unoccluded image rides in every batch, so eps compares outputs of one computation.
                 changes = _feature_changes(dn, inputs[i], [box for _, _, box in occluders], patch, layers, batch_size)
                 for layer in layers:
-                    for (kind, key, _), change in zip(occluders, changes[layer]):
-                        if kind == "part":
-                            signs[layer][key].append(change)
+                    for (repeat, part, _), change in zip(occluders, changes[layer]):
+                        if repeat is None:
+                            signs[layer][part].append(change)
                         else:
-                            random_signs[layer].setdefault(key, []).append(change)
+                            random_signs[layer].setdefault((repeat, part), []).append(change)
                 bar.update(1)
     finally:
         if dn is not model:
@@ -402,9 +403,9 @@ def correspondence_figure(pictures: Sequence[np.ndarray], names: Sequence[str], 
     shown = min(len(pictures), max_images)
     colours = {part: f"C{k % 10}" for k, part in enumerate(result.parts)}
     rows = len(result.parts) + 1
-    figure = Figure(figsize=(max(2.2 * shown, 7.0), 2.6 + 0.32 * rows + 0.6), layout="constrained")
+    figure = Figure(figsize=(max(2.2 * shown, 7.0), 2.9 + 0.25 * (rows + 1)), layout="constrained")
     FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(2, shown, height_ratios=[2.2, 0.32 * rows + 0.4])
+    grid = figure.add_gridspec(2, shown, height_ratios=[2.2, 0.25 * (rows + 1)])
     for k in range(shown):
         ax = figure.add_subplot(grid[0, k])
         ax.imshow(pictures[k], interpolation="nearest")
@@ -417,8 +418,8 @@ def correspondence_figure(pictures: Sequence[np.ndarray], names: Sequence[str], 
     table_ax.axis("off")
     cells = [[str(cell) for cell in row] for _, row in result.rows()]
     labels = [label for label, _ in result.rows()]
-    table = table_ax.table(cellText=cells, rowLabels=labels, colLabels=list(result.layers), loc="center",
-                           cellLoc="center")
+    table = table_ax.table(cellText=cells, rowLabels=labels, colLabels=list(result.layers), cellLoc="center",
+                           bbox=(0.08, 0.0, 0.92, 1.0))  # type: ignore[arg-type]
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     for row, label in enumerate(labels, start=1):

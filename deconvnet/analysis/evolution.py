@@ -127,8 +127,10 @@ def evolution(
     >>> evolution("runs/tiny/checkpoints", "runs/tiny/images", "out", model="tiny-zfnet",
     ...           layer="conv2", channels="0-7")                              # doctest: +SKIP
     """
-    paths = ([Path(p) for p in checkpoints] if isinstance(checkpoints, (list, tuple))
-             else list_checkpoints(checkpoints))
+    if isinstance(checkpoints, (list, tuple)):
+        paths = [Path(p) for p in checkpoints]
+    else:
+        paths = list_checkpoints(checkpoints)  # type: ignore[arg-type]
     if not paths:
         raise DeconvError("expected at least one checkpoint, received none")
     out = Path(out_dir)

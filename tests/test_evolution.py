@@ -121,10 +121,19 @@ def test_a_checkpoint_of_another_architecture_exits_2_in_one_line(run, tmp_path,
     listing.write_text(f"{folder / 'checkpoints' / names[0]}\nother.safetensors\n")
     status = main(["evolution", str(listing), str(folder / "images"), "--model", "tiny-zfnet", "--layer", "conv2",
                    "-o", str(tmp_path / "out")])
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bars
+    err = capsys.readouterr().err
     assert status == 2
-    assert len(errors) == 1
-    assert errors[0].startswith("deconv: error: checkpoint 2 of 2") and "do not fit" in errors[0]
+    assert err.startswith("deconv: error: checkpoint 2 of 2") and "do not fit" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "scans").exists()  # refused before any scan
+
+
+def test_a_missing_checkpoint_in_the_list_exits_2(run, tmp_path, capsys):
+    folder, _, _ = run
+    listing = tmp_path / "order.txt"
+    listing.write_text("epoch_1.safetensors\n")
+    status = main(["evolution", str(listing), str(folder / "images"), "--model", "tiny-zfnet", "--layer", "conv2"])
+    err = capsys.readouterr().err
+    assert status == 2 and "not found" in err and err.count("\n") == 1
 
 
 def test_cli_runs_and_reports(run, tmp_path, capsys):

@@ -36,7 +36,7 @@ from ..engine import Deconvnet
 from ..errors import DeconvError
 from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
 from ..images import open_image
-from ..models import DEFAULT_MODEL, load
+from ..models import DEFAULT_MODEL, MODELS, load, load_checked, read_state_dict
 from ..sheets import project_channel
 from ..top9 import top9
 
@@ -77,6 +77,20 @@ def list_checkpoints(source: str | os.PathLike) -> list[Path]:
             raise FileNotFoundError(f"checkpoints listed in {source} not found: {', '.join(absent[:5])}")
         return paths
     raise FileNotFoundError(f"no checkpoint folder or list file at {source}")
+
+
+def check_checkpoints(model: str, paths: Sequence[Path]) -> None:
+    """Refuse, naming the checkpoint and the keys and shapes that do not fit, any file that is not a
+    state dict of ``model``'s architecture (read safely, like ``--weights``)."""
+    spec = MODELS.get(model)
+    if spec is None:
+        raise DeconvError(f"unknown model {model!r}. Known models: {', '.join(MODELS)}")
+    network = spec.build()
+    for number, path in enumerate(paths, start=1):
+        try:
+            load_checked(network, read_state_dict(path), path)
+        except DeconvError as error:
+            raise DeconvError(f"checkpoint {number} of {len(paths)} ({path}): {error}") from None
 
 
 @dataclass
@@ -143,11 +157,9 @@ def evolution(
     records = []
     chosen: list[int] = []
     image_count = 0
+    check_checkpoints(model, paths)  # before any scan: a wrong file fails now, not after hours
     for number, path in enumerate(tqdm(paths, desc="checkpoints", unit="ckpt", disable=not progress)):
-        try:
-            loaded = load(model, weights=path)
-        except DeconvError as error:
-            raise DeconvError(f"checkpoint {number + 1} of {len(paths)} ({path}): {error}") from None
+        loaded = load(model, weights=path)
         scan_dir = out / "scans" / f"{number:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', path.stem)}"
         summary = top9(source, scan_dir, layers=[layer], channels=channels, k=1, model=loaded, mode=mode,
                        batch_size=batch_size, workers=workers, limit=limit, restart=restart, progress=progress,

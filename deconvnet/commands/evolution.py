@@ -26,6 +26,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--restart", action="store_true", help="discard the scans of an earlier run")
     _add_model_options(parser)
+    parser._option_string_actions["--weights"].help = "not used: the checkpoints are the weights"
 
 
 def run(args: argparse.Namespace) -> int:

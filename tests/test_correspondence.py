@@ -173,3 +173,4 @@ def test_cli_bad_inputs_exit_2_in_one_line(photos, capsys, parts, extra, message
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("deconv: error:") and message in err and err.count("\n") == 1
+    assert not (photos / "out").exists()

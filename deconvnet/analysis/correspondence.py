@@ -351,30 +351,35 @@ def correspondence(
     if len(spec) < 2:
         raise DeconvError(f"correspondence compares images in pairs: {parts} names {len(spec)} image; "
                           f"give at least two")
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable_dir(out)
-    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
     names = list(spec)
-    pictures, boxes = [], []
-    for name in names:
-        picture = open_image(root / name)
-        width, height = picture.size
+    photos = [open_image(root / name) for name in names]
+    for name, photo in zip(names, photos):  # before loading the model: mistakes fail fast
+        width, height = photo.size
+        for part, (x0, y0, x1, y1) in spec[name].items():
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise DeconvError(f"box {part!r} of {name!r}, {spec[name][part]}, is outside the image "
+                                  f"({width}x{height} pixels) or empty: expected 0 <= x0 < x1 <= {width} "
+                                  f"and 0 <= y0 < y1 <= {height}")
+    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
+    boxes = []
+    for name, photo in zip(names, photos):
         mapped = {}
         for part, box in spec[name].items():
-            x0, y0, x1, y1 = box
-            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise DeconvError(f"box {part!r} of {name!r}, {box}, is outside the image ({width}x{height} pixels) "
-                                  f"or empty: expected 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")
             try:
-                mapped[part] = map_box(box, picture.size, loaded.transform)
+                mapped[part] = map_box(box, photo.size, loaded.transform)
             except DeconvError as error:
                 raise DeconvError(f"part {part!r} of {name!r}: {error}") from None
-        pictures.append(loaded.transform(picture))
         boxes.append(mapped)
+    pictures = [loaded.transform(photo) for photo in photos]
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_writable_dir(existing)  # before the work; the folder itself is made once the work is done
     inputs = torch.stack(pictures)  # (N, 3, H, W)
     with Deconvnet(loaded.model) as dn:
         result = correspondence_deltas(dn, inputs, boxes, fill=mid_grey(loaded.transform), layers=layers,
                                        repeats=repeats, seed=seed, batch_size=batch_size, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
     results = write_json_atomic(out / "correspondence.json", {
         "model": loaded.name, "weights_sha256": loaded.weights_sha256, "transform": loaded.transform.describe(),
         "images": names, "boxes": {n: {p: list(b) for p, b in bx.items()} for n, bx in zip(names, boxes)},

@@ -203,28 +203,41 @@ def _source(root: Path, name: str) -> Path:
 
 def evolution_figure(cells: Sequence[dict[int, np.ndarray]], winners: Sequence[dict[int, Winner]],
                      labels: Sequence[str], channels: Sequence[int], *, title: str):
-    """Rows: channels; columns: checkpoints. A red frame marks a cell whose winning image changed."""
+    """Rows: channels; columns: checkpoints. A red frame marks a cell whose winning image changed.
+
+    The cells (uint8 (h, w, 3) crops, one size per layer) are laid out on one canvas and
+    drawn as a single image: a grid of axes would cost seconds per hundred cells.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     rows, cols = len(channels), len(cells)
-    figure = Figure(figsize=(0.9 * cols + 1.2, 0.9 * rows + 1.0), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = np.asarray(figure.subplots(rows, cols, squeeze=False))
+    height = max(cell.shape[0] for column in cells for cell in column.values())
+    width = max(cell.shape[1] for column in cells for cell in column.values())
+    gap = max(height, width) // 6 + 2
+    canvas = np.full((rows * (height + gap) + gap, cols * (width + gap) + gap, 3), 255, np.uint8)
     for col in range(cols):
         for row, channel in enumerate(channels):
-            ax = axes[row, col]
-            ax.imshow(cells[col][channel], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            changed = winners[col][channel].changed
-            for spine in ax.spines.values():
-                spine.set_visible(changed)
-                spine.set_edgecolor("red")
-                spine.set_linewidth(2.5)
-            if row == 0:
-                ax.set_title(labels[col], fontsize=7)
-            if col == 0:
-                ax.set_ylabel(f"ch {channel}", fontsize=7)
+            cell = cells[col][channel]
+            top, left = gap + row * (height + gap), gap + col * (width + gap)
+            canvas[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
+    figure = Figure(figsize=(0.9 * cols + 1.2, 0.9 * rows + 1.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.imshow(canvas, interpolation="nearest")
+    for col in range(cols):
+        for row, channel in enumerate(channels):
+            if winners[col][channel].changed:
+                top, left = gap + row * (height + gap), gap + col * (width + gap)
+                ax.add_patch(Rectangle((left - gap / 3 - 0.5, top - gap / 3 - 0.5), width + 2 * gap / 3,
+                                       height + 2 * gap / 3, fill=False, edgecolor="red", linewidth=2.0))
+    ax.set_xticks([gap + col * (width + gap) + width / 2 for col in range(cols)], list(labels), fontsize=7)
+    ax.set_yticks([gap + row * (height + gap) + height / 2 for row in range(rows)],
+                  [f"ch {channel}" for channel in channels], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     figure.suptitle(f"{title}\nred frame: the winning image changed since the previous checkpoint", fontsize=8)
     return figure

@@ -100,8 +100,10 @@ def pairwise_hamming(signs: Tensor) -> Tensor:
     if signs.dim() != 2 or signs.shape[0] < 2:
         raise DeconvError(f"expected sign vectors of at least two images, shaped (N >= 2, D), "
                           f"received shape {tuple(signs.shape)}")
-    distances = [(signs[i] != signs[j]).double().mean() for i in range(len(signs)) for j in range(i + 1, len(signs))]
-    return torch.stack(distances)
+    # Agreements of every pair at once: for each sign value, (N, D) indicators times their transpose.
+    agree = torch.stack([(signs == value).double() @ (signs == value).double().T for value in (-1, 0, 1)]).sum(0)
+    rows, cols = torch.triu_indices(len(signs), len(signs), offset=1)
+    return 1.0 - agree[rows, cols] / signs.shape[1]
 
 
 def delta(eps: Tensor) -> Spread:

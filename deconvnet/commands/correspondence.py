@@ -1,0 +1,37 @@
+"""``deconv correspondence``: how consistently a layer reacts when the same part is hidden (Fig. 8, Table 1)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(commands) -> None:
+    from ..cli import _add_model_options
+
+    parser = commands.add_parser(
+        "correspondence", help="part correspondence: Delta per part and layer, with a random control (Table 1)",
+        description="Occlude each named part (grey) in every image and measure, per layer, how alike the sign "
+                    "patterns of the feature changes are across images: Delta, the mean Hamming distance over "
+                    "image pairs (lower: more consistent). Boxes of the same sizes at random positions give the "
+                    "control row. Writes OUT/correspondence.json and OUT/correspondence.png.")
+    parser.add_argument("parts", help='JSON file: {"dog1.jpg": {"left eye": [x0, y0, x1, y1], ...}, ...} in image '
+                                      "pixels (x1, y1 exclusive)")
+    parser.add_argument("--images", help="folder the image names are relative to (default: the part file's folder)")
+    parser.add_argument("--layer", action="append", required=True, help="layer (repeat for several; see deconv layers)")
+    parser.add_argument("-o", "--output", default="correspondence", help="output folder (default: correspondence)")
+    parser.add_argument("--repeats", type=int, default=5, help="random boxes per part and image (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random boxes (default 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="occluded images per forward pass (default 16)")
+    _add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.correspondence import correspondence, format_table
+
+    done = correspondence(args.parts, args.output, layers=args.layer, images=args.images, model=args.model,
+                          weights=args.weights, repeats=args.repeats, seed=args.seed, batch_size=args.batch_size)
+    print(f"{done.model}: {len(done.images)} images, {len(done.result.parts)} parts, "
+          f"{len(done.result.layers)} layers in {done.result.seconds:.1f}s")
+    print(format_table(done.result))
+    print(f"wrote {done.results} and {done.figure}")
+    return 0

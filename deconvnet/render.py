@@ -29,6 +29,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Rectangle
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
@@ -509,7 +510,8 @@ class NotebookFigure(Figure):
 
 
 def _new_figure(width: float, height: float) -> NotebookFigure:
-    fig = NotebookFigure(figsize=(width, height), layout="constrained")
+    # h_pad (inches) keeps the panel titles off the figure's top edge
+    fig = NotebookFigure(figsize=(width, height), layout=ConstrainedLayoutEngine(h_pad=0.1))
     FigureCanvasAgg(fig)  # attach the non-interactive canvas; no display needed
     return fig
 

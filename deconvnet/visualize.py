@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,8 +52,9 @@ class Visualization:
     layer: str
     units: list[Unit]  # strongest first when the channels were ranked
     boxes: list[Box]  # each unit's receptive field in input pixels (may run past the border)
-    projections: dict[str, Tensor]  # rule -> (len(units), C, H, W), full projections in the model's input space
-    figure: NotebookFigure
+    # rule -> (len(units), C, H, W), full projections in the model's input space
+    projections: dict[str, Tensor] = field(repr=False)
+    figure: NotebookFigure = field(repr=False)
     ranked: bool  # the channels were chosen by their activation on the image
 
     @property

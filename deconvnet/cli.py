@@ -188,9 +188,10 @@ def _visualize(args: argparse.Namespace) -> int:
         chosen = (f"the {len(result.units)} channels with the strongest activation on this image" if result.ranked
                   else f"{len(result.units)} channels")
         print(f"{result.model} {result.layer}: {chosen}; {rules}")
-        print(f"  {'rank  ' if result.ranked else ''}channel  activation  at (y, x)")
-        for rank, unit in enumerate(result.units, 1):
-            where = f"({unit.position[0]}, {unit.position[1]})" if unit.position else "-"
+        last = "class" if any(result.classes) else "at (y, x)"
+        print(f"  {'rank  ' if result.ranked else ''}channel  activation  {last}")
+        for rank, (unit, name) in enumerate(zip(result.units, result.classes), 1):
+            where = f"({unit.position[0]}, {unit.position[1]})" if unit.position else name or "-"
             print(f"  {f'{rank:>4}  ' if result.ranked else ''}{unit.channel:>7}  {unit.value:>10.4g}  {where}")
     silent = [str(unit.channel) for unit in result.units if unit.value <= 0]
     if silent:

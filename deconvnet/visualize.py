@@ -56,6 +56,7 @@ class Visualization:
     projections: dict[str, Tensor] = field(repr=False)
     figure: NotebookFigure = field(repr=False)
     ranked: bool  # the channels were chosen by their activation on the image
+    classes: list[str] = field(default_factory=list)  # per unit its class name at a classifier's output, else ""
 
     @property
     def unit(self) -> Unit:
@@ -186,7 +187,7 @@ def visualize(
                        labels, percentile)
     if output is not None:
         save_figure_atomic(output, figure, close=False)
-    return Visualization(output, loaded.name, layer, units, boxes, maps, figure, channels is None)
+    return Visualization(output, loaded.name, layer, units, boxes, maps, figure, channels is None, labels)
 
 
 def _modes(mode: str | Sequence[str] | None) -> list[str]:

@@ -9,6 +9,7 @@ image and the top ones are drawn as a grid.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,9 +154,8 @@ def visualize(
         check_figure_path(output)  # fail before the work, not after it
     photo = open_image(image)  # a bad file is found before the model loads
     loaded = load(model, weights=weights) if isinstance(model, str) else model
-    channels = None if channel is None else [
-        class_index(one, loaded.categories, loaded.name)
-        for one in ([channel] if isinstance(channel, (int, str)) else channel)]
+    channels = None if channel is None else [class_index(one, loaded.categories, loaded.name)
+                                             for one in _channel_list(channel)]
     if channels is not None and not channels:
         raise DeconvError("expected at least one channel, received an empty list (omit it to rank the channels)")
     if position is not None and (channels is None or len(channels) > 1):
@@ -188,6 +188,16 @@ def visualize(
     if output is not None:
         save_figure_atomic(output, figure, close=False)
     return Visualization(output, loaded.name, layer, units, boxes, maps, figure, channels is None, labels)
+
+
+def _channel_list(channel: int | str | Sequence[int | str]) -> list[int | str]:
+    """One channel or several as a list of ints and class names (numpy and torch integers too)."""
+    if isinstance(channel, str) or getattr(channel, "ndim", 0) == 0 and hasattr(channel, "__index__"):
+        channel = [channel]  # type: ignore[list-item]
+    try:
+        return [one if isinstance(one, str) else operator.index(one) for one in channel]  # type: ignore[union-attr]
+    except TypeError:
+        raise DeconvError(f"expected a channel index, a class name or a list of them, received {channel!r}") from None
 
 
 def _modes(mode: str | Sequence[str] | None) -> list[str]:

@@ -164,3 +164,17 @@ def test_bad_visualize_options_get_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and message in err and len(err.splitlines()) == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_readme_shows_the_picture_of_its_main_command():
+    import importlib.util
+    import re
+
+    readme = (ASSETS.parent / "README.md").read_text()
+    main_command = re.search(r"pip install \. && deconv (visualize [^\n]*) -o out\.png", readme).group(1)
+    first_picture = re.search(r"!\[[^\]]*\]\((assets/[^)]+)\)", readme).group(1)
+    spec = importlib.util.spec_from_file_location("figures", ASSETS.parent / "scripts" / "make_visualize_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    made_by = {f"assets/{name}": " ".join(command) for name, command in figures.COMMANDS}
+    assert made_by[first_picture] == main_command

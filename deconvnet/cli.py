@@ -49,6 +49,25 @@ def _mode(text: str) -> str:
     return text
 
 
+def _modes(text: str) -> list[str]:
+    """One mode or a comma-separated list ('deconvnet,guided')."""
+    return [_mode(part.strip()) for part in text.split(",")]
+
+
+def _channels(text: str) -> list[int | str]:
+    """One channel or a comma-separated list ('12,40,7'); class names allowed."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected a channel or a list such as 12,40,7, received {text!r}")
+    return [_class(part) for part in parts]
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, received {text!r}")
+    return int(text)
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     from .models import DEFAULT_MODEL
 
@@ -60,16 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deconv", description="See what a CNN's units respond to (Zeiler & Fergus deconvnet).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    visualize = commands.add_parser("visualize", help="project one unit of a layer back to pixels, as a figure")
+    visualize = commands.add_parser(
+        "visualize", help="project units of a layer back to pixels, as a figure (both rules; top channels)")
     visualize.add_argument("image", help="an image file")
     visualize.add_argument("--layer", required=True, help="layer name or alias (see deconv layers)")
-    visualize.add_argument("--channel", required=True, type=_class,
-                           help="channel (a unit of a 1-D layer; a class name at a classifier's output)")
+    visualize.add_argument("--channel", type=_channels,
+                           help="channel, or a list such as 12,40,7 (a class name at a classifier's output); "
+                                "default: the --top channels that fire most on this image")
+    visualize.add_argument("--top", type=_positive, default=8,
+                           help="without --channel: how many of the strongest channels to draw (default 8)")
     visualize.add_argument("--position", type=_position, help="Y,X in the layer's map (default: strongest)")
-    visualize.add_argument("--mode", type=_mode, default="deconvnet", help="deconvnet (default), guided or backprop")
+    visualize.add_argument("--mode", type=_modes,
+                           help="deconvnet, guided or backprop, or several (deconvnet,guided,backprop) "
+                                "(default: deconvnet and guided side by side)")
     visualize.add_argument("--percentile", type=float, default=99.5,
                            help="clip the projection's display at this percentile of |value| (default 99.5; 100: none)")
-    visualize.add_argument("-o", "--output", help="figure file (default: <image>_<layer>_c<channel>.png)")
+    visualize.add_argument("-o", "--output",
+                           help="figure file (default: <image>_<layer>_c<channel>.png, or ..._top<N>.png)")
     _add_model_options(visualize)
 
     layers = commands.add_parser("layers", help="list a model's layers with shapes and receptive fields")
@@ -141,15 +167,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _visualize(args: argparse.Namespace) -> int:
     from .visualize import visualize
 
-    output = Path(args.output) if args.output else Path(f"{Path(args.image).stem}_{_safe(args.layer)}_c{args.channel}.png")
-    result = visualize(args.image, output, layer=args.layer, channel=args.channel, position=args.position,
-                       mode=args.mode, model=args.model, weights=args.weights,
+    channels = args.channel
+    if args.output:
+        output = Path(args.output)
+    else:
+        which = f"top{args.top}" if channels is None else "c" + "-".join(_safe(one) for one in channels)
+        output = Path(f"{Path(args.image).stem}_{_safe(args.layer)}_{which}.png")
+    channel = channels[0] if channels is not None and len(channels) == 1 else channels
+    result = visualize(args.image, output, layer=args.layer, channel=channel, position=args.position,
+                       mode=args.mode, top=args.top, model=args.model, weights=args.weights,
                        percentile=None if args.percentile >= 100 else args.percentile)
-    where = f" at (y={result.unit.position[0]}, x={result.unit.position[1]})" if result.unit.position else ""
-    print(f"{result.model} {result.layer} channel {result.unit.channel}{where}: activation {result.unit.value:.4g}; "
-          f"receptive field {result.box.height}x{result.box.width} at (top={result.box.top}, left={result.box.left})")
-    if result.unit.value <= 0:
-        print("note: the unit is not active on this image, so its projection is empty; try another channel or image")
+    *others, last = result.projections
+    rules = f"{', '.join(others)} and {last}" if others else last
+    if len(result.units) == 1:
+        unit, box = result.unit, result.box
+        where = f" at (y={unit.position[0]}, x={unit.position[1]})" if unit.position else ""
+        print(f"{result.model} {result.layer} channel {unit.channel}{where}: activation {unit.value:.4g}; "
+              f"receptive field {box.height}x{box.width} at (top={box.top}, left={box.left}); {rules}")
+    else:
+        chosen = (f"the {len(result.units)} channels with the strongest activation on this image" if result.ranked
+                  else f"{len(result.units)} channels")
+        print(f"{result.model} {result.layer}: {chosen}; {rules}")
+        last = "class" if any(result.classes) else "at (y, x)"
+        print(f"  {'rank  ' if result.ranked else ''}channel  activation  {last}")
+        for rank, (unit, name) in enumerate(zip(result.units, result.classes), 1):
+            where = f"({unit.position[0]}, {unit.position[1]})" if unit.position else name or "-"
+            print(f"  {f'{rank:>4}  ' if result.ranked else ''}{unit.channel:>7}  {unit.value:>10.4g}  {where}")
+    silent = [str(unit.channel) for unit in result.units if unit.value <= 0]
+    if silent:
+        print(f"note: channel {', '.join(silent)} is not active on this image, so its projection is empty; "
+              "try another channel or image")
     print(f"wrote {result.output}")
     return 0
 

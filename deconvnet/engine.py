@@ -43,6 +43,20 @@ class Projection:
     units: list[Unit]
     layer: Layer
 
+    # For notebooks. The rendering code (matplotlib) loads only when a picture is asked for.
+    def to_image(self, index: int | None = None, **options: Any) -> Any:
+        """A PIL image of ``maps[index]`` or of all maps (options: transform, percentile)."""
+        from .render import projection_image
+        return projection_image(self, index, **options)
+
+    def show(self, **options: Any) -> Any:
+        """A matplotlib Figure of all maps, each titled by its unit; Jupyter displays it inline."""
+        from .render import projection_figure
+        return projection_figure(self, **options)
+
+    def _repr_png_(self) -> bytes:
+        return self.show()._repr_png_()
+
 
 class _Unsupported:
     """Stands in the mirror for an operation with no rule; raising only if a projection crosses it."""

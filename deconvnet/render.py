@@ -18,27 +18,36 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 import operator
-from collections.abc import Sequence
-from typing import Union
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Rectangle
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
+if TYPE_CHECKING:
+    from .engine import Projection
+
 __all__ = [
     "GREY",
+    "NotebookFigure",
     "channel_sheet",
+    "channels_figure",
     "crop_with_padding",
     "grid",
     "image_to_uint8",
     "mosaic",
+    "projection_figure",
+    "projection_image",
     "to_display",
     "visualize_figure",
 ]
@@ -416,7 +425,9 @@ def _label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default()
 
 
-def _label_strip(text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, background: int) -> UInt8Image:
+def _label_strip(
+    text: str, width: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, background: int
+) -> UInt8Image:
     """A band ``width`` pixels wide holding ``text``, to sit above a sheet."""
     # Measuring a tall and a descending letter gives every strip the same height.
     height = int(font.getbbox("Ag")[3]) + 4
@@ -482,54 +493,203 @@ def _projection_for_box(projection: UInt8Image, image: UInt8Image, patch: UInt8I
         return projection
     if projection.shape == image.shape:
         # Pad with grey: outside the image the projection is zero.
-        return crop_with_padding(projection, box, fill=GREY)
+        return np.asarray(crop_with_padding(projection, box, fill=GREY), dtype=np.uint8)
     raise ValueError(
         f"projection is {projection.shape[:2]} but the patch is {patch.shape[:2]} and the image "
         f"{image.shape[:2]}; pass the projection cropped like the patch or at full image size"
     )
 
 
+class NotebookFigure(Figure):
+    """A matplotlib Figure that Jupyter shows inline as a PNG, without pyplot or ``%matplotlib``."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float) -> NotebookFigure:
+    # h_pad (inches) keeps the panel titles off the figure's top edge
+    fig = NotebookFigure(figsize=(width, height), layout=ConstrainedLayoutEngine(h_pad=0.1))
+    FigureCanvasAgg(fig)  # attach the non-interactive canvas; no display needed
+    return fig
+
+
+def _show(ax: Axes, picture: UInt8Image, title: str | None = None) -> None:
+    # Nearest neighbour shows small crops as they are, without blur.
+    ax.imshow(picture, interpolation="nearest")
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _titled_projections(
+    projection: UInt8Image | Mapping[str, UInt8Image], image: UInt8Image, patch: UInt8Image, box: Box
+) -> dict[str, UInt8Image]:
+    """{panel title: picture cropped like the patch}; a lone array is titled 'projection'."""
+    named = {PANEL_TITLES[2]: projection} if isinstance(projection, np.ndarray) else dict(projection)
+    if not named:
+        raise ValueError("expected at least one projection to show, received none")
+    return {str(title): _projection_for_box(_check_rgb(picture, f"projection {title!r}"), image, patch, box)
+            for title, picture in named.items()}
+
+
 def visualize_figure(
     image: UInt8Image,
     box: Sequence[int],
     patch: UInt8Image,
-    projection: UInt8Image,
+    projection: UInt8Image | Mapping[str, UInt8Image],
     *,
     title: str,
     subtitle: str = "",
-) -> Figure:
-    """Three panels: the input with the receptive field outlined, the patch, the projection.
+    note: str = "",
+) -> NotebookFigure:
+    """The input with the receptive field outlined, the patch, then one panel per projection.
 
     ``box`` = (top, left, height, width) is the unit's receptive field in input
     pixels; it may run past the border and is outlined clipped to the image.
-    ``projection`` is either cropped to the box (same shape as ``patch``) or
-    the full display-ready projection (same shape as ``image``), which is then
-    cropped here.  The Figure is built without pyplot on the Agg canvas, so no
-    global state changes; save it with ``fileio.save_figure_atomic``.
+    ``projection`` is one picture (titled "projection") or a mapping {panel title:
+    picture}, e.g. one per ReLU rule; each is either cropped to the box (same shape
+    as ``patch``) or the full display-ready projection (same shape as ``image``),
+    which is then cropped here. ``note`` is a line under the panels. The Figure is
+    built without pyplot on the Agg canvas, so no global state changes; save it
+    with ``fileio.save_figure_atomic``, or let Jupyter show it.
 
     Example:
-        >>> fig = visualize_figure(img, (40, 60, 67, 67), patch, proj,
-        ...                        title="conv2 channel 12", subtitle="activation 8.31")
+        >>> img, patch = np.zeros((64, 64, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)
+        >>> rules = {"deconvnet": patch, "guided": patch}
+        >>> fig = visualize_figure(img, (40, 50, 20, 20), patch, rules, title="conv2 channel 12")
         >>> [ax.get_title() for ax in fig.axes]
-        ['input', 'image patch', 'projection']
+        ['input', 'image patch', 'deconvnet', 'guided']
     """
     image = _check_rgb(image, "image")
     patch = _check_rgb(patch, "patch")
-    projection = _projection_for_box(_check_rgb(projection, "projection"), image, patch, _check_box(box))
-    if not isinstance(title, str) or not isinstance(subtitle, str):
-        raise TypeError("title and subtitle must be strings")
+    checked_box = _check_box(box)
+    panels = _titled_projections(projection, image, patch, checked_box)
+    if not all(isinstance(text, str) for text in (title, subtitle, note)):
+        raise TypeError("title, subtitle and note must be strings")
 
-    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)  # attach the non-interactive canvas; no display needed
-    axes = fig.subplots(1, 3)
-    for ax, picture, panel_title in zip(axes, (image, patch, projection), PANEL_TITLES):
-        # Nearest neighbour shows small crops as they are, without blur.
-        ax.imshow(picture, interpolation="nearest")
-        ax.set_title(panel_title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    _outline_box(axes[0], _check_box(box), image.shape[0], image.shape[1])
+    fig = _new_figure(3.0 * (2 + len(panels)), 3.6 + 0.3 * bool(note))
+    axes = fig.subplots(1, 2 + len(panels))
+    for ax, picture, panel_title in zip(axes, (image, patch, *panels.values()), (*PANEL_TITLES[:2], *panels)):
+        _show(ax, picture, panel_title)
+    _outline_box(axes[0], checked_box, image.shape[0], image.shape[1])
     fig.suptitle(f"{title}\n{subtitle}" if subtitle else title)
+    if note:
+        fig.supxlabel(note, fontsize=9, wrap=True)
+    return fig
+
+
+#: At most this many channels side by side in a channel grid; more wrap to a new block.
+GRID_COLUMNS = 8
+
+
+def channels_figure(
+    labels: Sequence[str],
+    patches: Sequence[UInt8Image],
+    projections: Mapping[str, Sequence[UInt8Image]],
+    *,
+    title: str,
+    note: str = "",
+) -> NotebookFigure:
+    """Several units of one image: per unit a column with its patch above its projections.
+
+    ``labels[i]`` heads the column of ``patches[i]`` (e.g. "channel 12\\n17.4");
+    ``projections`` maps a row title (a ReLU rule) to one picture per unit. Crops of
+    different units may differ in size (receptive fields clipped by a 1-D layer).
+    Columns wrap every ``GRID_COLUMNS`` units.
+
+    Example:
+        >>> crop = np.zeros((9, 9, 3), np.uint8)
+        >>> fig = channels_figure(["ch 3", "ch 1"], [crop, crop], {"guided": [crop, crop]}, title="conv1")
+        >>> len(fig.axes), fig.axes[0].get_title(), fig.axes[0].get_ylabel(), fig.axes[2].get_ylabel()
+        (4, 'ch 3', 'image patch', 'guided')
+    """
+    count = len(labels)
+    if count == 0 or len(patches) != count or any(len(row) != count for row in projections.values()):
+        raise ValueError(f"expected one label, one patch and one projection per rule for each unit; received "
+                         f"{count} labels, {len(patches)} patches and "
+                         f"{[len(row) for row in projections.values()]} projections")
+    rows = {PANEL_TITLES[1]: list(patches), **{str(name): list(row) for name, row in projections.items()}}
+    columns = min(count, GRID_COLUMNS)
+    blocks = math.ceil(count / columns)
+    fig = _new_figure(1.0 + 1.6 * columns, 0.8 + 1.75 * len(rows) * blocks + 0.3 * bool(note))
+    axes = fig.subplots(len(rows) * blocks, columns, squeeze=False)
+    for block in range(blocks):
+        for row, (row_title, pictures) in enumerate(rows.items()):
+            for column in range(columns):
+                ax, index = axes[block * len(rows) + row, column], block * columns + column
+                if index >= count:
+                    ax.set_axis_off()
+                    continue
+                _show(ax, _check_rgb(pictures[index], f"{row_title}[{index}]"), labels[index] if row == 0 else None)
+                if column == 0:
+                    ax.set_ylabel(row_title, fontsize=10)
+    fig.suptitle(title)
+    if note:
+        fig.supxlabel(note, fontsize=9, wrap=True)
+    return fig
+
+
+# ------------------------------------------------------ projections in notebooks
+
+
+def _projection_pictures(projection: Projection, transform: Any, percentile: float | None,
+                         index: int | None) -> list[UInt8Image]:
+    maps = projection.maps if index is None else projection.maps[index:index + 1]  # (B, C, H, W)
+    if transform is not None:
+        maps = transform.as_rgb(maps)
+    return [to_display(one, percentile=percentile) for one in maps]
+
+
+def projection_image(
+    projection: Projection,
+    index: int | None = None,
+    *,
+    transform: Any = None,
+    percentile: float | None = 99.5,
+) -> Image.Image:
+    """A projection's maps as a PIL image (zero at mid-grey): ``maps[index]``, or all side by side.
+
+    ``transform`` is the model's (from ``load_model``): with it a BGR model's maps show
+    in the photo's colours. ``Projection.to_image`` calls this.
+
+    Example:
+        >>> from deconvnet.engine import Projection, Unit
+        >>> p = Projection(torch.randn(2, 3, 8, 8), [Unit(0, 1, (0, 0), 1.0), Unit(0, 2, (0, 0), 1.0)], None)
+        >>> projection_image(p).size, projection_image(p, 1).size
+        ((18, 8), (8, 8))
+    """
+    pictures = _projection_pictures(projection, transform, percentile, index)
+    return Image.fromarray(grid(pictures, ncols=len(pictures)))
+
+
+def _unit_label(projection: Projection, unit: Any) -> str:
+    layer = projection.layer
+    name = (layer.alias or layer.name) if layer is not None else "unit"
+    where = f" at {tuple(unit.position)}" if unit.position is not None else ""
+    return f"{name} channel {unit.channel}{where}\nactivation {unit.value:.4g}"
+
+
+def projection_figure(
+    projection: Projection, *, transform: Any = None, percentile: float | None = 99.5
+) -> NotebookFigure:
+    """All maps of a projection in one figure, each titled by its unit; Jupyter shows it inline.
+
+    ``Projection.show`` calls this.
+
+    Example:
+        >>> from deconvnet.engine import Projection, Unit
+        >>> p = Projection(torch.randn(1, 3, 8, 8), [Unit(0, 5, (2, 3), 4.5)], None)
+        >>> projection_figure(p).axes[0].get_title()
+        'unit channel 5 at (2, 3)\\nactivation 4.5'
+    """
+    pictures = _projection_pictures(projection, transform, percentile, None)
+    fig = _new_figure(3.0 * len(pictures), 3.4)
+    for ax, picture, unit in zip(np.atleast_1d(fig.subplots(1, len(pictures))), pictures, projection.units):
+        _show(ax, picture, _unit_label(projection, unit))
     return fig
 
 

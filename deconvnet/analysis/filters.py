@@ -286,7 +286,9 @@ def filters(
 
         peak, count = never_active(loaded.model, name, batches(), progress=progress)
     order = sort_order(spectra, sort)
-    summary = _summary(loaded, name, alias, conv, spectra, dead_rms, dead_fraction, peak, count, own_stride)
+    published = isinstance(model, str) and weights is None
+    summary = _summary(loaded, name, alias, conv, spectra, dead_rms, dead_fraction, peak, count, own_stride,
+                       published)
     figure = filters_figure(conv.weight.detach(), spectra, order, dead_rms if peak is None else dead_rms | (peak <= 0),
                             bgr=loaded.transform.bgr and conv.in_channels == 3,
                             title=_title(summary))
@@ -307,11 +309,21 @@ def sort_order(spectra: FilterSpectra, sort: str) -> np.ndarray:
     return np.argsort(-np.nan_to_num(key, nan=-np.inf), kind="stable")
 
 
+def weights_label(loaded: LoadedModel, published: bool) -> str:
+    """'published weights', 'random weights' or 'weights <file>', for a figure's title."""
+    if loaded.weights == "random":
+        return "random weights"
+    if published or loaded.weights == "shipped" or loaded.weights.startswith("torchvision:"):
+        return "published weights"
+    return f"weights {Path(loaded.weights).name}"
+
+
 def _summary(loaded: LoadedModel, name: str, alias: str | None, conv: nn.Conv2d, spectra: FilterSpectra,
              dead_rms: np.ndarray, dead_fraction: float, peak: np.ndarray | None, images: int,
-             own_stride: int) -> dict:
+             own_stride: int, published: bool) -> dict:
     summary = {
-        "model": loaded.name, "weights": loaded.weights, "layer": name, "alias": alias,
+        "model": loaded.name, "weights": loaded.weights, "weights_label": weights_label(loaded, published),
+        "layer": name, "alias": alias,
         "filter_count": int(conv.out_channels), "in_channels": int(conv.in_channels),
         "kernel": list(conv.kernel_size), "layer_stride": int(own_stride), "stride": spectra.stride,
         "nyquist": spectra.nyquist, "dft_size": spectra.size,
@@ -359,10 +371,7 @@ def spectrum_csv(spectra: FilterSpectra) -> str:
 def _title(summary: dict) -> str:
     layer = f"{summary['layer']} ({summary['alias']})" if summary["alias"] else summary["layer"]
     kh, kw = summary["kernel"]
-    weights = summary["weights"]
-    weights = "random weights" if weights == "random" else ("published weights" if weights == "shipped"
-                                                            or weights.startswith("torchvision:")
-                                                            else f"weights {Path(weights).name}")
+    weights = summary["weights_label"]
     stride = f"stride {summary['stride']}" + ("" if summary["stride"] == summary["layer_stride"]
                                               else f" (the layer's own: {summary['layer_stride']})")
     median = summary["median_aliasing"]

@@ -182,3 +182,12 @@ def test_the_offline_classifier_on_a_shared_photo(tmp_path):
     assert curves.probability["translation"][0] > 0.5  # the African grey is recognised untransformed
     early, late = curves.relative["translation"]["_relu0"][1], curves.relative["translation"]["_avg_pooling"][1]
     assert early > late  # the paper's finding for a small shift: layer 1 changes more than the top
+
+
+def test_a_class_for_a_model_without_class_scores_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "inv.png"
+    status = main(["invariance", "--model", "vgg16-hed", "--class", "3", "--translations", "0", "--scales", "1",
+                   "--rotations", "0", str(ASSETS / "cat.jpg"), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and "needs a classifier" in err and err.count("\n") == 1
+    assert not out.exists()

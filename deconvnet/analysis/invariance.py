@@ -457,6 +457,15 @@ def invariance(
     if len(layer_names) < 1:
         raise DeconvError("give at least one layer")
     reader = _Reader(loaded.model, layer_names)
+    if any(label is not None for label in classes):  # refuse a class for a model without class scores now
+        with torch.inference_mode():
+            probe = loaded.model(torch.zeros(1, 3, *loaded.transform.input_size))
+        if not (isinstance(probe, Tensor) and probe.dim() == 2 and probe.shape[1] > 1):
+            reader.close()
+            shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
+            raise DeconvError(f"a class probability needs a classifier whose output is (N, classes); "
+                              f"{loaded.name} returns {shape}. Leave out the class, or use a classifier such as "
+                              f"efficientnet-lite0")
     curves = []
     try:
         for (path, _), picture, label in tqdm(list(zip(entries, pictures, classes)), desc="invariance", unit="image",
@@ -536,14 +545,14 @@ def _title(loaded: LoadedModel, curves: list[ImageCurves], published: bool) -> s
 
 def invariance_figure(curves: Sequence[ImageCurves], *, title: str = "", categories: Sequence[str] | None = None,
                       thumbnails: int = 5):
-    """The paper's Fig. 5 layout: rows translation, scale, rotation; columns the first two layers'
-    relative distance and the class probability; one line per image; a strip of the first
-    image's transformed inputs below."""
+    """The paper's Fig. 5 layout: rows translation, scale, rotation; columns each layer's relative
+    distance and the class probability; one line per image; a strip of the first image's
+    transformed inputs below."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     kinds = [k for k in TRANSFORMS if k in curves[0].grids]
-    layers = curves[0].layers[:2]
+    layers = curves[0].layers
     columns = len(layers) + 1
     figure = Figure(figsize=(4.0 * columns, 3.0 * len(kinds) + 2.4), layout="constrained")
     FigureCanvasAgg(figure)

@@ -20,8 +20,8 @@ def add_parser(commands) -> None:
                         help="image files, folders, or a list file (.txt/.tsv: a path per line, optionally TAB and "
                              "the image's class name or index)")
     parser.add_argument("--layer", action="append",
-                        help="layer to compare (repeat: the figure shows the first two; default: an early and a "
-                             "late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")
+                        help="layer to compare (repeat for several, one figure column each; default: an early and "
+                             "a late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")
     parser.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX",
                         help="class whose probability to plot, for images without a class in the list file "
                              "(default: the class the model predicts for the original)")

@@ -144,7 +144,7 @@ def transformed_inputs(picture: Tensor, crop: tuple[int, int], kind: str, values
             xs.append(centre_x + v * cos - u * sin)
         else:
             raise DeconvError(f"unknown transformation {kind!r}: expected one of {', '.join(TRANSFORMS)}")
-    return _bilinear(picture.double(), torch.stack(ys), torch.stack(xs), fill).round().clamp(0, 255).float()
+    return _bilinear(picture, torch.stack(ys), torch.stack(xs), fill).round().clamp(0, 255)
 
 
 def _snap(value: float) -> float:
@@ -158,18 +158,19 @@ def _snap(value: float) -> float:
 def _bilinear(picture: Tensor, ys: Tensor, xs: Tensor, fill: float) -> Tensor:
     """Sample picture (3, H, W) at (N, h, w) coordinates (pixel centres at integers); outside is ``fill``."""
     _, height, width = picture.shape
-    padded = torch.nn.functional.pad(picture, (1, 1, 1, 1), value=fill)  # index i + 1 is pixel i
+    padded = torch.nn.functional.pad(picture.float(), (1, 1, 1, 1), value=fill)  # index i + 1 is pixel i
+    flat = padded.reshape(3, -1)  # (3, (H + 2) * (W + 2))
     y0, x0 = ys.floor(), xs.floor()
-    wy, wx = ys - y0, xs - x0
+    wy, wx = (ys - y0).float().unsqueeze(1), (xs - x0).float().unsqueeze(1)  # (N, 1, h, w)
 
-    def at(y: Tensor, x: Tensor) -> Tensor:  # -> (N, 3, h, w); a clamped index lands in the fill border
-        rows = (y.long() + 1).clamp(0, height + 1)
-        cols = (x.long() + 1).clamp(0, width + 1)
-        return padded[:, rows, cols].permute(1, 0, 2, 3)
+    def at(dy: int, dx: int) -> Tensor:  # -> (N, 3, h, w); a clamped index lands in the fill border
+        rows = (y0.long() + (1 + dy)).clamp(0, height + 1)
+        cols = (x0.long() + (1 + dx)).clamp(0, width + 1)
+        return flat[:, (rows * (width + 2) + cols).flatten()].view(3, *ys.shape).transpose(0, 1)
 
-    wy, wx = wy.unsqueeze(1), wx.unsqueeze(1)
-    return ((1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x0 + 1)
-            + wy * (1 - wx) * at(y0 + 1, x0) + wy * wx * at(y0 + 1, x0 + 1))
+    top = (1 - wx) * at(0, 0) + wx * at(0, 1)
+    bottom = (1 - wx) * at(1, 0) + wx * at(1, 1)
+    return (1 - wy) * top + wy * bottom
 
 
 def normalize(pictures: Tensor, transform: ImageTransform) -> Tensor:

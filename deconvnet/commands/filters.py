@@ -1,0 +1,62 @@
+"""``deconv filters``: the first layer's filters, their spectra and aliasing (the paper's Fig. 6)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    from ..cli import _add_model_options
+
+    parser = commands.add_parser(
+        "filters", help="first-layer filters, their spatial frequencies and aliasing at the stride (Fig. 6)",
+        description="Draw a convolution's filters and measure, per filter, its energy in low/mid/high spatial "
+                    "frequencies and the share above the Nyquist frequency of the layer's stride (aliasing). "
+                    "Writes the figure, a JSON of all numbers and a CSV of the mean radial spectrum.")
+    parser.add_argument("images", nargs="*",
+                        help="optional images (files, folders or list files): also report the filters that "
+                             "never activate on them")
+    parser.add_argument("--layer", help="a Conv2d layer, name or alias (default: the first convolution)")
+    parser.add_argument("--stride", type=int,
+                        help="analyse aliasing at this stride instead of the layer's own")
+    parser.add_argument("--sort", choices=("none", "rms", "aliasing", "frequency"), default="none",
+                        help="grid order: as defined (default), or by descending RMS, aliasing share or mean "
+                             "frequency")
+    parser.add_argument("--dead-fraction", type=float, default=0.1,
+                        help="a filter is dead when its RMS is below this fraction of the median (default 0.1)")
+    parser.add_argument("--dft-size", type=int, help="zero-pad the kernels to this side before the DFT (default 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("-o", "--output", help="figure file (default: filters_<model>_<layer>.png); the JSON and "
+                                               "the spectrum CSV go beside it")
+    _add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.filters import filters
+    from ..cli import _safe
+    from ..images import list_images
+
+    images: list[Path] = []
+    for item in args.images:
+        path = Path(item)
+        images.extend(list_images(path) if path.is_dir() or path.suffix.lower() in (".txt", ".tsv") else [path])
+    if args.images and not images:
+        raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
+    output = Path(args.output) if args.output else Path(
+        f"filters_{_safe(args.model)}_{_safe(args.layer or 'first-conv')}.png")
+    report = filters(output, images, model=args.model, weights=args.weights, layer=args.layer, stride=args.stride,
+                     sort=args.sort, dead_fraction=args.dead_fraction, size=args.dft_size, batch_size=args.batch_size)
+    s = report.summary
+    layer = f"{s['layer']} ({s['alias']})" if s["alias"] else s["layer"]
+    bands = ", ".join(f"{name} {value:.3f}" for name, value in s["mean_bands"].items() if value is not None)
+    print(f"{s['model']} {layer}: {s['filter_count']} filters {s['kernel'][0]}x{s['kernel'][1]}, stride {s['stride']} "
+          f"(Nyquist {s['nyquist']:g} cycles/pixel)")
+    print(f"median aliasing share {s['median_aliasing']:.3f}; mean energy shares: {bands}")
+    print(f"dead by RMS (< {s['dead_fraction']:g} x median {s['median_rms']:.4g}): {len(s['dead_by_rms'])} "
+          f"{s['dead_by_rms'] if s['dead_by_rms'] else ''}".rstrip())
+    if s["never_active"] is not None:
+        print(f"never active over {s['images']} images: {len(s['never_active'])} "
+              f"{s['never_active'] if s['never_active'] else ''}".rstrip())
+    print(f"wrote {report.figure}, {report.json}, {report.csv}")
+    return 0

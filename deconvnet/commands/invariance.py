@@ -1,0 +1,73 @@
+"""``deconv invariance``: how features and the class probability change under translation, scale and
+rotation (the paper's Fig. 5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    from ..cli import _add_model_options
+
+    parser = commands.add_parser(
+        "invariance", help="feature distance and class probability under translation, scale, rotation (Fig. 5)",
+        description="For each image, shift it vertically, zoom it and rotate it over a grid of parameters, and "
+                    "plot the distance between the features of the original and the transformed image at two "
+                    "layers (divided by the original's norm) and the probability of the image's class. Writes "
+                    "the figure, a JSON and a CSV (one row per image, transformation, parameter and layer).")
+    parser.add_argument("images", nargs="+",
+                        help="image files, folders, or a list file (.txt/.tsv: a path per line, optionally TAB and "
+                             "the image's class name or index)")
+    parser.add_argument("--layer", action="append",
+                        help="layer to compare (repeat for several, one figure column each; default: an early and "
+                             "a late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")
+    parser.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX",
+                        help="class whose probability to plot, for images without a class in the list file "
+                             "(default: the class the model predicts for the original)")
+    parser.add_argument("--translations", default="-60:60:5",
+                        help="vertical shifts in model input pixels, START:STOP:STEP or a list "
+                             "(default -60:60:5; write a negative start as --translations=-30:30:5; positive moves "
+                             "the content down)")
+    parser.add_argument("--scales", default="1:1.8:0.1", help="zoom factors about the centre (default 1:1.8:0.1)")
+    parser.add_argument("--rotations", default="0:350:10",
+                        help="counter-clockwise angles in degrees (default 0:350:10)")
+    parser.add_argument("-o", "--output", default="invariance.png",
+                        help="figure file (default invariance.png); the JSON and CSV go beside it")
+    _add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.invariance import invariance, parse_grid, read_image_list
+    from ..images import IMAGE_SUFFIXES, list_images
+
+    entries: list = []
+    for item in args.images:
+        path = Path(item)
+        if path.is_dir():
+            entries.extend(list_images(path))
+        elif path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+            entries.extend(read_image_list(path))
+        else:
+            entries.append(path)
+    if not entries:
+        raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
+    grids = {"translation": parse_grid(args.translations), "scale": parse_grid(args.scales),
+             "rotation": parse_grid(args.rotations)}
+    report = invariance(entries, args.output, model=args.model, weights=args.weights, layers=args.layer,
+                        target_class=args.target_class, grids=grids)
+    curves = report.curves
+    print(f"{report.model}: {len(curves)} image(s) x {sum(len(v) for v in grids.values()) + 1} inputs each, "
+          f"layers {', '.join(curves[0].layers)}, in {report.seconds:.1f}s")
+    for c in curves:
+        parts = []
+        for kind, values in c.grids.items():
+            last = values[-1] if kind != "translation" else max(values, key=abs)
+            i = values.index(last)
+            distances = ", ".join(f"{c.relative[kind][layer][i]:.2f}" for layer in c.layers)
+            prob = "" if c.probability is None else f", P {c.probability[kind][i]:.2f}"
+            parts.append(f"{kind} {last:g}: {distances}{prob}")
+        base = "" if c.baseline_probability is None else f" (class {c.target_class}, P {c.baseline_probability:.2f})"
+        print(f"  {c.image}{base}: relative distance at the grid's end: " + "; ".join(parts))
+    print(f"wrote {report.figure}, {report.json}, {report.csv}")
+    return 0

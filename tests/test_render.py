@@ -19,7 +19,6 @@ from deconvnet.render import (
     visualize_figure,
 )
 
-
 # ------------------------------------------------------------------ to_display
 
 

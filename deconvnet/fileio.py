@@ -11,8 +11,12 @@ interrupted run (an exception, Ctrl-C) leaves no debris behind.
 The files are not ``fsync``-ed: the guarantee covers an interrupted process,
 not a power cut, and skipping the sync keeps writing hundreds of patches fast.
 
+The examples write into the current folder (the doctests run in an empty scratch folder).
+
 Example:
+    >>> from pathlib import Path
     >>> from deconvnet.fileio import check_writable_dir, write_json_atomic
+    >>> Path("results").mkdir()
     >>> out = check_writable_dir("results")      # fail early, before hours of work
     >>> write_json_atomic(out / "summary.json", {"layer": "conv5", "top": 9})
     PosixPath('results/summary.json')
@@ -149,8 +153,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     left untouched.  The directory is checked before the block runs.
 
     Example:
-        >>> with atomic_path("out/log.txt") as tmp:
-        ...     tmp.write_text("done\\n")
+        >>> with atomic_path("log.txt") as tmp:
+        ...     _ = tmp.write_text("done\\n")
+        >>> open("log.txt").read()
+        'done\\n'
     """
     destination = Path(path)
     check_writable_dir(destination.parent)
@@ -172,8 +178,8 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return ``path`` as a Path.
 
     Example:
-        >>> write_bytes_atomic("out/blob.bin", b"\\x00\\x01")
-        PosixPath('out/blob.bin')
+        >>> write_bytes_atomic("blob.bin", b"\\x00\\x01")
+        PosixPath('blob.bin')
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(
@@ -188,8 +194,8 @@ def write_text_atomic(path: PathLike, text: str, *, encoding: str = "utf-8") -> 
     """Write ``text`` to ``path`` atomically (UTF-8, newlines kept as given).
 
     Example:
-        >>> write_text_atomic("out/notes.txt", "conv5 ch 12\\n")
-        PosixPath('out/notes.txt')
+        >>> write_text_atomic("notes.txt", "conv5 ch 12\\n")
+        PosixPath('notes.txt')
     """
     if not isinstance(text, str):
         raise TypeError(
@@ -219,8 +225,8 @@ def write_json_atomic(path: PathLike, obj: Any) -> Path:
     an unserialisable object leaves the disk untouched.
 
     Example:
-        >>> write_json_atomic("out/run.json", {"layer": "conv1", "channels": [0, 5]})
-        PosixPath('out/run.json')
+        >>> write_json_atomic("run.json", {"layer": "conv1", "channels": [0, 5]})
+        PosixPath('run.json')
     """
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
     return write_text_atomic(path, text + "\n")
@@ -267,8 +273,8 @@ def save_image_atomic(path: PathLike, image: Image.Image | np.ndarray, **options
     e.g. ``quality=95`` for JPEG.
 
     Example:
-        >>> save_image_atomic("out/sheet.png", np.zeros((8, 8, 3), np.uint8))
-        PosixPath('out/sheet.png')
+        >>> save_image_atomic("sheet.png", np.zeros((8, 8, 3), np.uint8))
+        PosixPath('sheet.png')
     """
     destination = Path(path)
     image_format = _image_format_for(destination)
@@ -302,10 +308,11 @@ def save_figure_atomic(
     ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
 
     Example:
-        >>> from deconvnet.render import visualize_figure
-        >>> fig = visualize_figure(img, box, patch, proj, title="conv5 ch 12")
-        >>> save_figure_atomic("out/conv5_12.png", fig)
-        PosixPath('out/conv5_12.png')
+        >>> from matplotlib.figure import Figure
+        >>> fig = Figure(figsize=(2, 2))
+        >>> _ = fig.subplots().plot([0, 1], [1, 0])
+        >>> save_figure_atomic("conv5_12.png", fig)
+        PosixPath('conv5_12.png')
     """
     destination = Path(path)
     figure_format = _check_figure_format(destination, fig.canvas.get_supported_filetypes())

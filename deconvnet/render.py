@@ -508,6 +508,8 @@ def visualize_figure(
     global state changes; save it with ``fileio.save_figure_atomic``.
 
     Example:
+        >>> img = np.zeros((224, 224, 3), np.uint8)
+        >>> patch = proj = np.zeros((67, 67, 3), np.uint8)
         >>> fig = visualize_figure(img, (40, 60, 67, 67), patch, proj,
         ...                        title="conv2 channel 12", subtitle="activation 8.31")
         >>> [ax.get_title() for ax in fig.axes]

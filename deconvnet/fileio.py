@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 from PIL import Image
 
-from .errors import DeconvError
+from .errors import DeconvError, WriteError
 
 if TYPE_CHECKING:  # matplotlib is only needed by callers that pass a figure
     from matplotlib.figure import Figure
@@ -150,7 +150,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     The temporary file (``.<name>.<random>.tmp`` in the same directory) already
     exists, empty, when the block starts; write it with any library.  If the
     block raises, the temporary file is deleted and an existing ``path`` is
-    left untouched.  The directory is checked before the block runs.
+    left untouched.  The directory is checked before the block runs.  An OS error while
+    writing (disk full, I/O error) is raised as :class:`deconvnet.errors.WriteError`, which
+    names the file.
 
     Example:
         >>> with atomic_path("log.txt") as tmp:
@@ -164,14 +166,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise IsADirectoryError(
             f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
         )
-    temporary = _create_temp_file(destination)
+    try:
+        temporary = _create_temp_file(destination)
+    except OSError as error:
+        raise _write_failure(destination, error) from error
     try:
         yield temporary
         os.replace(temporary, destination)
-    except BaseException:  # also Ctrl-C: never leave a temporary file behind
+    except BaseException as error:  # also Ctrl-C: never leave a temporary file behind
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+        if isinstance(error, OSError):
+            raise _write_failure(destination, error) from error
         raise
+
+
+def _write_failure(destination: Path, error: OSError) -> OSError:
+    """An OS-level failure while writing (disk full, I/O error) as a WriteError naming the file.
+
+    OSErrors without an errno (Pillow's "cannot write mode ... as JPEG") are about the request,
+    and stay what they are.
+    """
+    return error if error.errno is None or isinstance(error, WriteError) else WriteError(destination, error)
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> Path:

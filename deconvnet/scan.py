@@ -10,6 +10,7 @@ what lets an interrupted scan resume and several processes split the work.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import DeconvError
-from .fileio import atomic_path
+from .fileio import write_bytes_atomic
 from .images import UnreadableImage, open_image
 from .transforms import ImageTransform
 
@@ -134,8 +135,11 @@ class ScanState:
         payload = {"fingerprint": self.fingerprint, "done": self.done,
                    "kept": {layer: top.state() for layer, top in self.kept.items()},
                    "skipped": [[index, reason] for index, reason in self.skipped]}
-        with atomic_path(path) as temporary:
-            torch.save(payload, temporary)
+        # Serialized in memory (it is small), so a full disk fails in Python's write with an OSError
+        # that names the file, not inside torch's own file writer with a RuntimeError.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
 
     def check(self, fingerprint: str, path: Path) -> None:
         """Refuse to resume under other settings, naming the ones that differ."""

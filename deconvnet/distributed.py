@@ -94,9 +94,10 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeconvError(f"device {device!r} was requested but CUDA is not available here; use --device cpu")
-        chosen = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if device == "cuda" and "LOCAL_RANK" in os.environ \
-            else torch.device(device)
-        if chosen.index is not None:
-            torch.cuda.set_device(chosen)  # nccl works on the current device
+        under_torchrun = device == "cuda" and "LOCAL_RANK" in os.environ
+        chosen = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if under_torchrun else torch.device(device)
+        if chosen.index is None:  # "cuda" is the current GPU: name it, so tensors' devices compare equal to it
+            chosen = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(chosen)  # nccl works on the current device
         return chosen
     raise DeconvError(f"unknown device {device!r}: expected 'cpu' or 'cuda' (or 'cuda:N')")

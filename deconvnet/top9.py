@@ -40,6 +40,8 @@ identical to one process's) and so are the channels to render.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -171,6 +173,14 @@ def _model_identity(loaded: LoadedModel) -> str:
     return "params:" + digest.hexdigest()
 
 
+def _on_device(loaded: LoadedModel, device: torch.device) -> LoadedModel:
+    """The caller's model as it is if it already lives on ``device``, else a copy: theirs is never moved."""
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    if all(tensor.device == device for tensor in tensors):
+        return loaded
+    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
+
+
 def _warn(message: str, progress: bool) -> None:
     if progress:
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -185,7 +195,8 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     """Find each channel's k strongest images in ``images`` and render them into ``out_dir``.
 
     See the module docstring for the outputs and the format of ``top9.json``;
-    ``render=False`` stops after writing it (the scan alone).
+    ``render=False`` stops after writing it (the scan alone). A ``LoadedModel`` passed as
+    ``model`` is only read: when it lives on another device than ``device``, a copy is used.
 
     >>> top9("photos/", "out/", layers=["conv3_3"], channels="0-15")           # doctest: +SKIP
     """
@@ -202,8 +213,8 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     _check_output_folder(out)  # before any work; it is created once the arguments are known to be good
     root, paths, others = _list_images(images, out, limit)
     names = [_name(p, root) for p in paths]
-    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
-    loaded.model.to(dev)
+    loaded = _on_device(model, dev) if isinstance(model, LoadedModel) else load(model, weights=weights)
+    loaded.model.to(dev)  # ours (loaded here, or the copy): moving it touches nothing of the caller's
     dn = Deconvnet(loaded.model)
     probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), layers)  # shapes only
     chosen = {layer: _channels_for(channels, probe[layer].shape[1]) for layer in layers}
@@ -213,8 +224,9 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     group = join(dev.type)
     try:
         identity = _model_identity(loaded)
+        # What the scan depends on. Not the mode: it only changes the projections, drawn afterwards.
         settings = {
-            "model": loaded.name, "weights": identity, "transform": loaded.transform.describe(), "mode": mode,
+            "model": loaded.name, "weights": identity, "transform": loaded.transform.describe(),
             "layers": layers, "channels": chosen, "k": k,
             "image list": hashlib.sha256("\n".join(names).encode()).hexdigest(), "number of images": len(names)}
         # A checkpoint holds one process's share, so it also depends on how many there are.
@@ -265,7 +277,13 @@ def _scan_or_reuse(run: _Run, batch_size: int, workers: int, restart: bool) -> t
     if finished is not None:
         if run.checkpoint.exists() and ScanState.fingerprint_of(run.checkpoint) == run.fingerprint:
             remove(run.checkpoint)  # left by a run stopped right after writing its results
-        return finished["results"], [tuple(item) for item in finished["skipped"]]
+        results, skipped = finished["results"], [tuple(item) for item in finished["skipped"]]
+        if results.get("mode") != run.mode:  # the same scan, drawn with another rule
+            results = {**results, "mode": run.mode}
+            if group.leader:
+                _write_results(run, results, skipped)
+            group.barrier()
+        return results, skipped
     state = _scan(run, batch_size, workers, restart)
     kept = {layer: TopK.empty(len(channels), run.k) for layer, channels in run.chosen.items()}
     skipped: list[tuple[int, str]] = []
@@ -278,12 +296,17 @@ def _scan_or_reuse(run: _Run, batch_size: int, workers: int, restart: bool) -> t
                "layers": {layer: kept[layer].entries(run.chosen[layer], run.widths[layer], run.names)
                           for layer in run.chosen}}
     if group.leader:
-        path = write_json_atomic(run.out / RESULTS, results)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        write_json_atomic(run.out / _DONE, {"settings": run.settings, "results_sha256": digest, "skipped": skipped})
+        _write_results(run, results, skipped)
     group.barrier()
     remove(run.checkpoint)  # only now: until the results are written, it is the only record of the work
     return results, skipped
+
+
+def _write_results(run: _Run, results: dict, skipped: list) -> None:
+    """top9.json, then the record of the finished scan that lets a re-run skip it."""
+    path = write_json_atomic(run.out / RESULTS, results)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    write_json_atomic(run.out / _DONE, {"settings": run.settings, "results_sha256": digest, "skipped": skipped})
 
 
 def _finished_scan(out: Path, settings: str) -> dict | None:

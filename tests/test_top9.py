@@ -334,3 +334,44 @@ def test_image_list_file_and_limit(tiny, images, tmp_path):
 def test_folder_names():
     assert folder_names(["features.3:2", "a/b", "a:b", ".x"]) == {
         "features.3:2": "features.3_2", "a/b": "a_b", "a:b": "a_b-2", ".x": "x"}
+
+
+def test_another_mode_reuses_the_finished_scan(tiny, reference, images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+
+    def scanned(number):
+        raise AssertionError("the scan ran again for another mode")
+
+    monkeypatch.setattr(top9_module, "_on_batch", scanned)
+    summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
+    assert (summary.rendered, summary.reused) == (10, 0)  # every sheet redrawn with the guided rule
+    assert _results(out) == {**reference[2], "mode": "guided"}
+    summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
+    assert (summary.rendered, summary.reused) == (0, 10)
+
+
+def test_a_checkpoint_resumes_under_another_mode(tiny, reference, images, tmp_path, monkeypatch):
+    def stop(number):
+        if number == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top9_module, "_on_batch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
+    done = []
+    monkeypatch.setattr(top9_module, "_on_batch", done.append)
+    top9(images[0], tmp_path, model=tiny.model(), mode="backprop", render=False, **SETTINGS)
+    assert done and len(done) < 8, "resumed where the deconvnet run stopped"  # 18 files in batches of 2: 9 in all
+    assert _results(tmp_path) == {**reference[2], "mode": "backprop"}
+
+
+def test_the_callers_model_is_not_moved_to_another_device(tiny, images, tmp_path, monkeypatch):
+    loaded = tiny.model()
+    moved = []
+    module_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
+    monkeypatch.setattr(top9_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    top9(images[0], tmp_path, model=loaded, render=False, **{**SETTINGS, "layers": ["relu1_1"]})
+    assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
+    assert _results(tmp_path)["layers"]["relu1_1"] == brute_force(tiny, images[1], images[0], 1, SETTINGS["k"])

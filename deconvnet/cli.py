@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DeconvError, WriteError
+from .errors import EXIT_FAILED, EXIT_USAGE, DeconvError, exit_status
 
 # Building the parser imports nothing heavy, so `deconv --help` does not wait for torch. These
 # defaults are the API's own (deconvnet.models.DEFAULT_MODEL, deconvnet.occlusion.DEFAULT_*, the
-# modes of deconvnet.rules.MODES); tests/test_cli.py checks that they agree.
+# modes of deconvnet.rules.MODES); tests/test_startup.py checks that they agree.
 DEFAULT_MODEL = "vgg16-hed"
 MODES = ("deconvnet", "guided", "backprop")
 OCCLUSION_SIZE, OCCLUSION_STRIDE, OCCLUSION_BATCH_SIZE = 48, 16, 16
 
-EXIT_FAILED = 1  # the work could not be done: a file could not be written or read (disk full, I/O error)
-EXIT_USAGE = 2  # bad input: the command, its options, or the files it names
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_STATUSES = f"""exit status:
   0    done
   {EXIT_FAILED}    a file could not be written or read (disk full, I/O error): the message names the file
   {EXIT_USAGE}    bad input: an unknown option, layer or channel, a missing or unreadable input, an
-       output folder that does not exist or is not writable (checked before any work)
+       output folder that does not exist, is not writable (checked before any work) or is in use
+       by another run
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); re-run the same command to resume"""
-# OS errors about what the user asked for (a missing file, a folder that is a file...), as opposed to
-# failures of the machine while doing it (a full disk, an I/O error).
-_INPUT_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EEXIST,
-                 errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.EINVAL}
 
 # Commands that live in their own module under deconvnet/commands/: each module defines
 # add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
@@ -156,20 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DeconvError, OSError) as error:
         print(f"deconv: error: {error}", file=sys.stderr)
         return exit_status(error)
-
-
-def exit_status(error: Exception) -> int:
-    """2 for a mistake in the request, 1 for a failure of the machine (see EXIT_STATUSES).
-
-    Classified by type and errno, never by message: a WriteError (fileio's atomic writers) or an
-    OSError whose errno is not about the request (ENOSPC, EIO...) is a failure; a DeconvError, an
-    OSError we raised ourselves about a path (no errno) or one about a missing or unusable path is bad input.
-    """
-    if isinstance(error, WriteError):
-        return EXIT_FAILED
-    if isinstance(error, OSError) and error.errno is not None and error.errno not in _INPUT_ERRNOS:
-        return EXIT_FAILED
-    return EXIT_USAGE
 
 
 def _visualize(args: argparse.Namespace) -> int:

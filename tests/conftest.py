@@ -14,9 +14,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import top9_tiny
 import torch
 from torch import nn
+
+import top9_tiny
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -77,14 +78,18 @@ def watched() -> SimpleNamespace:
 def run_python():
     """Run a Python script in a fresh process that can import deconvnet and the test helpers.
 
-    ``run_python(script, *args, timeout=..., env=...)`` -> CompletedProcess (text output captured).
+    ``run_python(script, *args, timeout=..., env=...)`` -> CompletedProcess (text output captured);
+    with ``background=True``, the running Popen instead.
     """
     def run(script: Path | str, *args: str, timeout: float = 180, env: dict | None = None,
-            prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+            prefix: list[str] | None = None, background: bool = False):
         path = os.pathsep.join([str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")])
         environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "PYTHONPATH": path}
-        return subprocess.run([sys.executable, *(prefix or []), str(script), *args], cwd=REPO, capture_output=True,
-                              text=True, timeout=timeout, env=environment)
+        command = [sys.executable, *(prefix or []), str(script), *args]
+        if background:
+            return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=environment)
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
 
     return run
 

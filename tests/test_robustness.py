@@ -172,8 +172,8 @@ class Case:
 
 def _vis(image, out: Path, **request):
     """deconvnet.visualize with VIS's model, layer and channel."""
-    return deconvnet.visualize(image, out / "out.png", **{"layer": "features.3.squeeze", "channel": 1, "model": "squeezenet1_1",
-                                                          "weights": "random", **request})
+    defaults = {"layer": "features.3.squeeze", "channel": 1, "model": "squeezenet1_1", "weights": "random"}
+    return deconvnet.visualize(image, out / "out.png", **{**defaults, **request})
 
 
 def _weights(name: str) -> Case:
@@ -263,16 +263,17 @@ CASES = [
          lambda f, d: _vis(f.photo, d, percentile=-5.0)),
     # top9 arguments.
     *[Case(f"top9 channels {spec!r}", lambda f, d, spec=spec: [*TOP9, "--channels", spec, f.folder, "-o", d / "out"],
-           facts, lambda f, d, spec=spec: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"], channels=spec,
-                                                           model="squeezenet1_1", weights="random", workers=0,
-                                                           progress=False))
+           facts, lambda f, d, spec=spec: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"],
+                                                           channels=spec, model="squeezenet1_1", weights="random",
+                                                           workers=0, progress=False))
       for spec, facts in (("0-x", ["cannot read channel spec '0-x'", "'0-15,40'", "valid channels: 0-15"]),
                           ("5-2", ["'5-2' runs backwards", "'2-5'"]),
                           ("99", ["channel 99 is out of range", "valid: 0-15"]),
                           ("1,,2", ["cannot read channel spec '1,,2'"]))],
     Case("top9 no images", lambda f, d: [*TOP9, f.path("nothing here"), "-o", d / "out"],
          ["no image folder or list file", "nothing here"],
-         lambda f, d: top9_module.top9(f.path("nothing here"), d / "out", layers=["features.3.squeeze"], progress=False)),
+         lambda f, d: top9_module.top9(f.path("nothing here"), d / "out", layers=["features.3.squeeze"],
+                                       progress=False)),
     Case("top9 k", lambda f, d: [*TOP9, "--k", "0", f.folder, "-o", d / "out"], ["k must be an integer >= 1", "0"],
          lambda f, d: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"], k=0, progress=False)),
     # Weights.
@@ -311,7 +312,8 @@ CASES = [
                                           model="squeezenet1_1", weights="random")),
     Case("top9 output under a file", lambda f, d: [*TOP9, f.folder, "-o", _plain_file(d) / "out"],
          ["output folder", "cannot be created", "plain.txt", "is a file"],
-         lambda f, d: top9_module.top9(f.folder, d / "plain.txt" / "out", layers=["features.3.squeeze"], progress=False),
+         lambda f, d: top9_module.top9(f.folder, d / "plain.txt" / "out", layers=["features.3.squeeze"],
+                                       progress=False),
          NotADirectoryError),
 ]
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -375,3 +379,74 @@ def test_the_callers_model_is_not_moved_to_another_device(tiny, images, tmp_path
     top9(images[0], tmp_path, model=loaded, render=False, **{**SETTINGS, "layers": ["relu1_1"]})
     assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
     assert _results(tmp_path)["layers"]["relu1_1"] == brute_force(tiny, images[1], images[0], 1, SETTINGS["k"])
+
+
+def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_path, torchrun):
+    """Rank 1 hits a full disk in the middle of the scan: rank 0 must not wait for it forever."""
+    script = tmp_path / "failing.py"
+    script.write_text(textwrap.dedent(f"""
+        import errno, os, pathlib, sys
+        import deconvnet.top9 as t
+        from deconvnet.cli import main
+        from top9_tiny import tiny_model
+        t.load = lambda *args, **kwargs: tiny_model()
+        def breaks(number):
+            if os.environ["RANK"] == "1" and number == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        t._on_batch = breaks
+        status = main(["top9", {str(images[0])!r}, "-o", {str(tmp_path / 'out')!r}, "--layer", "relu1_1",
+                       "--k", "2", "--batch-size", "2", "--workers", "0"])
+        pathlib.Path({str(tmp_path)!r}, "status_" + os.environ["RANK"]).write_text(str(status))
+        sys.exit(status)
+    """))
+    started = time.monotonic()
+    done = torchrun(script, 2, timeout=150)
+    assert time.monotonic() - started < 120, "the ranks did not stop promptly"
+    assert done.returncode != 0
+    assert [(tmp_path / f"status_{rank}").read_text() for rank in (0, 1)] == ["1", "1"], done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("deconv: error:")]
+    assert sorted(lines) == ["deconv: error: [Errno 28] No space left on device",
+                             "deconv: error: rank 1: [Errno 28] No space left on device"], done.stderr[-3000:]
+    assert not (tmp_path / "out" / ".top9.lock").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tiny, reference, images, tmp_path,
+                                                                       run_python):
+    out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
+    script = tmp_path / "first.py"
+    script.write_text(textwrap.dedent(f"""
+        import pathlib, time
+        import deconvnet.top9 as t
+        from top9_tiny import tiny_model
+        def wait(number):
+            if number == 0:
+                pathlib.Path({str(ready)!r}).touch()
+                while not pathlib.Path({str(go)!r}).exists():
+                    time.sleep(0.05)
+        t._on_batch = wait
+        t.top9({str(images[0])!r}, {str(out)!r}, model=tiny_model(), **{SETTINGS!r})
+    """))
+    first = run_python(script, background=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.stderr else ""
+            time.sleep(0.05)
+        temporaries = sorted(out.rglob("*.tmp"))
+        with pytest.raises(DeconvError, match=f"is in use by process {first.pid} on ") as raised:
+            top9(images[0], out, model=tiny.model(), **SETTINGS)
+        assert "choose another output folder" in str(raised.value)
+        assert sorted(out.rglob("*.tmp")) == temporaries, "the refused run touched the first run's files"
+    finally:
+        go.touch()
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert _results(out) == reference[2] and not (out / ".top9.lock").exists()
+
+
+def test_a_stale_lock_from_a_dead_process_is_taken_over(tiny, reference, images, tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # that process has exited and been reaped
+    (tmp_path / ".top9.lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": "?"}))
+    top9(images[0], tmp_path, model=tiny.model(), render=False, **SETTINGS)
+    assert _results(tmp_path) == reference[2] and not (tmp_path / ".top9.lock").exists()

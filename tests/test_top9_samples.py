@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from deconvnet.scan import TIE_ATOL, TIE_RTOL
 from deconvnet.top9 import top9
 
 
@@ -18,7 +19,8 @@ def test_top9_on_imagenet_samples(samples, tmp_path):
     for channel, entries in table.items():
         assert len(entries) == 9
         values = [entry["value"] for entry in entries]
-        assert values == sorted(values, reverse=True)
+        # best first; neighbours within the tie tolerance may come in image order instead
+        assert all(a >= b - TIE_RTOL * abs(a) - TIE_ATOL for a, b in zip(values, values[1:]))
         assert len({entry["image"] for entry in entries}) == 9
         assert all((samples / entry["image"]).is_file() for entry in entries)
         assert all(0 <= entry["y"] < 56 and 0 <= entry["x"] < 56 for entry in entries)

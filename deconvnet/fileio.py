@@ -54,6 +54,9 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
+# Formats every matplotlib backend saves: checked without importing matplotlib, which would
+# cost a start-up that fails on a bad argument most of a second.
+_COMMON_FIGURE_FORMATS = frozenset({"png", "pdf", "svg", "jpg", "jpeg"})
 # Keeps the temporary name below the usual 255-byte limit even for long names.
 _MAX_STEM_IN_TEMP_NAME = 100
 _TEMP_NAME_ATTEMPTS = 100
@@ -104,15 +107,16 @@ def check_figure_path(path: PathLike) -> Path:
         >>> check_figure_path("out.png")
         PosixPath('out.png')
     """
-    from matplotlib.backend_bases import FigureCanvasBase
-
     destination = Path(path)
     check_writable_dir(destination.parent)
     if destination.is_dir():
         raise IsADirectoryError(
             f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
         )
-    _check_figure_format(destination, FigureCanvasBase.get_supported_filetypes())
+    if destination.suffix.lower().lstrip(".") not in _COMMON_FIGURE_FORMATS:  # ask matplotlib (a slow import)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        _check_figure_format(destination, FigureCanvasBase.get_supported_filetypes())
     return destination
 
 

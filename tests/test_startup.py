@@ -52,3 +52,9 @@ def test_the_cli_defaults_are_the_apis():
     assert tuple(cli.MODES) == tuple(rules.MODES)
     assert (cli.OCCLUSION_SIZE, cli.OCCLUSION_STRIDE, cli.OCCLUSION_BATCH_SIZE) == (
         occlusion.DEFAULT_SIZE, occlusion.DEFAULT_STRIDE, occlusion.DEFAULT_BATCH_SIZE)
+
+
+def test_checking_a_png_figure_path_does_not_import_matplotlib(tmp_path):
+    path = tmp_path / "a.png"
+    loaded = _modules_after(f"from deconvnet.fileio import check_figure_path\ncheck_figure_path({str(path)!r})")
+    assert "deconvnet.fileio" in loaded and "matplotlib" not in loaded

@@ -12,12 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from torch import nn
 
-import top9_tiny
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch and the helpers are imported inside the fixtures, so a pytest run that needs none of
+# them (tests/test_suite_guards.py runs one) starts fast.
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -47,11 +51,16 @@ def tiny() -> SimpleNamespace:
     ``tiny.model(head=False)`` -> LoadedModel, ``tiny.make_images(root)`` -> readable paths,
     ``tiny.SIZE``, ``tiny.TRANSFORM``.
     """
+    import top9_tiny
+
     return SimpleNamespace(model=top9_tiny.tiny_model, make_images=top9_tiny.make_images,
                            SIZE=top9_tiny.SIZE, TRANSFORM=top9_tiny.TRANSFORM)
 
 
 def _small_net() -> nn.Module:
+    import torch
+    from torch import nn
+
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -97,6 +106,8 @@ def run_python():
 @pytest.fixture(scope="session")
 def torchrun(run_python):
     """``torchrun(script, processes, timeout=180)``: the script under ``torch.distributed.run`` on a free port."""
+    import torch.distributed
+
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
 

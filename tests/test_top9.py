@@ -412,36 +412,32 @@ def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_pat
 
 def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tiny, reference, images, tmp_path,
                                                                        run_python):
-    out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
-    script = tmp_path / "first.py"
+    """Another process holds the folder: refused, naming it; once that process is killed, its lock is stale."""
+    out = tmp_path / "out"
+    out.mkdir()
+    debris = out / ".top9.json.0badcafe.tmp"  # as if the first run were writing its results
+    debris.write_bytes(b"half written")
+    script = tmp_path / "holder.py"
     script.write_text(textwrap.dedent(f"""
-        import pathlib, time
-        import deconvnet.top9 as t
-        from top9_tiny import tiny_model
-        def wait(number):
-            if number == 0:
-                pathlib.Path({str(ready)!r}).touch()
-                while not pathlib.Path({str(go)!r}).exists():
-                    time.sleep(0.05)
-        t._on_batch = wait
-        t.top9({str(images[0])!r}, {str(out)!r}, model=tiny_model(), **{SETTINGS!r})
+        import sys, time
+        from deconvnet.folderlock import acquire
+        acquire({str(out)!r})
+        print("locked", flush=True)
+        time.sleep(120)
     """))
-    first = run_python(script, background=True)
+    holder = run_python(script, background=True)
     try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read() if first.stderr else ""
-            time.sleep(0.05)
-        temporaries = sorted(out.rglob("*.tmp"))
-        with pytest.raises(DeconvError, match=f"is in use by process {first.pid} on ") as raised:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        with pytest.raises(DeconvError, match=f"is in use by process {holder.pid} on {socket.gethostname()}") as raised:
             top9(images[0], out, model=tiny.model(), **SETTINGS)
-        assert "choose another output folder" in str(raised.value)
-        assert sorted(out.rglob("*.tmp")) == temporaries, "the refused run touched the first run's files"
+        assert "choose another output folder" in str(raised.value) and str(out / ".top9.lock") in str(raised.value)
+        assert debris.exists(), "the refused run deleted the other run's temporary file"
     finally:
-        go.touch()
-        _, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err
-    assert _results(out) == reference[2] and not (out / ".top9.lock").exists()
+        holder.kill()  # SIGKILL: its lock stays behind, stale
+        holder.communicate(timeout=60)
+    assert (out / ".top9.lock").exists()
+    top9(images[0], out, model=tiny.model(), render=False, **SETTINGS)
+    assert _results(out) == reference[2] and not (out / ".top9.lock").exists() and not debris.exists()
 
 
 def test_a_stale_lock_from_a_dead_process_is_taken_over(tiny, reference, images, tmp_path):

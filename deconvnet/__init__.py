@@ -8,18 +8,67 @@ gradient as the other two ReLU rules.
 >>> model, transform = deconvnet.load_model("vgg16-hed")          # doctest: +SKIP
 >>> with deconvnet.Deconvnet(model) as dn:                           # doctest: +SKIP
 ...     rec = dn.project(x, layer="conv5_3", channel=12)
+
+The public names are imported on first use, so ``import deconvnet`` stays cheap: the
+engine loads torch when it is first touched, and matplotlib is loaded only by the
+functions that draw.
 """
 
-from .engine import Deconvnet, Projection, Unit
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import DeconvError
-from .models import MODELS, LoadedModel, load, load_model
-from .receptive import Box, ReceptiveField
-from .rules import MODES
-from .visualize import visualize
-from .zfnet import ZFNet
+
+if TYPE_CHECKING:  # the names below, for type checkers and editors
+    from .engine import Deconvnet, Projection, Unit
+    from .models import MODELS, LoadedModel, load, load_model
+    from .receptive import Box, ReceptiveField
+    from .rules import MODES
+    from .visualize import visualize
+    from .zfnet import ZFNet
+
+# public name -> the module that defines it
+_LAZY = {
+    "Deconvnet": "engine", "Projection": "engine", "Unit": "engine",
+    "MODELS": "models", "LoadedModel": "models", "load": "models", "load_model": "models",
+    "Box": "receptive", "ReceptiveField": "receptive", "MODES": "rules", "visualize": "visualize", "ZFNet": "zfnet",
+}
 
 __all__ = [
     "Box", "DeconvError", "Deconvnet", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
     "Unit", "ZFNet", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deconvnet' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, "__version__"})
+
+
+class _Package(types.ModuleType):
+    """Keeps ``deconvnet.visualize`` the function when the submodule of the same name is imported.
+
+    Importing ``deconvnet.visualize`` (the module) sets the package attribute of that name
+    to the module; the function is what the API documents.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "visualize" and isinstance(value, types.ModuleType):
+            value = value.visualize
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

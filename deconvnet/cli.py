@@ -8,10 +8,23 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DeconvError
-from .rules import MODES
+from .errors import EXIT_FAILED, EXIT_USAGE, DeconvError, exit_status
 
-EXIT_USAGE = 2
+# Building the parser imports nothing heavy, so `deconv --help` does not wait for torch. These
+# defaults are the API's own (deconvnet.models.DEFAULT_MODEL, deconvnet.occlusion.DEFAULT_*, the
+# modes of deconvnet.rules.MODES); tests/test_startup.py checks that they agree.
+DEFAULT_MODEL = "vgg16-hed"
+MODES = ("deconvnet", "guided", "backprop")
+OCCLUSION_SIZE, OCCLUSION_STRIDE, OCCLUSION_BATCH_SIZE = 48, 16, 16
+
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_STATUSES = f"""exit status:
+  0    done
+  {EXIT_FAILED}    a file could not be written or read (disk full, I/O error): the message names the file
+  {EXIT_USAGE}    bad input: an unknown option, layer or channel, a missing or unreadable input, an
+       output folder that does not exist, is not writable (checked before any work) or is in use
+       by another run
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); re-run the same command to resume"""
 
 # Commands that live in their own module under deconvnet/commands/: each module defines
 # add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
@@ -69,14 +82,14 @@ def _positive(text: str) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from .models import DEFAULT_MODEL
-
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see deconv models)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model name (default {DEFAULT_MODEL}; see deconv models)")
     parser.add_argument("--weights", help="a local state dict (.safetensors or .pt), or 'random'")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="deconv", description="See what a CNN's units respond to (Zeiler & Fergus deconvnet).")
+    parser = _Parser(prog="deconv", description="See what a CNN's units respond to (Zeiler & Fergus deconvnet).",
+                     epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     visualize = commands.add_parser(
@@ -118,23 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     top9.add_argument("--restart", action="store_true", help="discard a checkpoint from an earlier run")
     _add_model_options(top9)
 
-    from .occlusion import DEFAULT_BATCH_SIZE, DEFAULT_SIZE, DEFAULT_STRIDE
-
-    occlusion = commands.add_parser("occlusion", help="slide a grey square over the image and map what it changes (Fig. 7)")
+    occlusion = commands.add_parser("occlusion",
+                                    help="slide a grey square over the image and map what it changes (Fig. 7)")
     occlusion.add_argument("image", help="an image file")
     occlusion.add_argument("--layer", help="layer of the unit to watch (see deconv layers)")
     occlusion.add_argument("--channel", type=int, help="channel to watch: its strongest unit on the image")
     occlusion.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX",
                            help="map a classifier's probability for this class (name or index) instead")
     occlusion.add_argument("--measure", choices=("unit", "total"),
-                           help="for a channel: the strongest unit's activation (unit, default) or the map's sum (total)")
-    occlusion.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                           help=f"side of the grey square in pixels (default {DEFAULT_SIZE})")
-    occlusion.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
-                           help=f"step between its positions in pixels (default {DEFAULT_STRIDE})")
-    occlusion.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                           help=f"occluded images per forward pass (default {DEFAULT_BATCH_SIZE})")
-    occlusion.add_argument("-o", "--output", help="figure file (default: <image>_occlusion_<layer>_c<channel>.png or ..._class_<class>.png)")
+                           help="for a channel: the strongest unit's activation (unit, default) "
+                                "or the map's sum (total)")
+    occlusion.add_argument("--size", type=int, default=OCCLUSION_SIZE,
+                           help=f"side of the grey square in pixels (default {OCCLUSION_SIZE})")
+    occlusion.add_argument("--stride", type=int, default=OCCLUSION_STRIDE,
+                           help=f"step between its positions in pixels (default {OCCLUSION_STRIDE})")
+    occlusion.add_argument("--batch-size", type=int, default=OCCLUSION_BATCH_SIZE,
+                           help=f"occluded images per forward pass (default {OCCLUSION_BATCH_SIZE})")
+    occlusion.add_argument("-o", "--output", help="figure file (default: <image>_occlusion_<layer>_c<channel>.png "
+                                                  "or ..._class_<class>.png)")
     _add_model_options(occlusion)
 
     for name in COMMAND_MODULES:
@@ -158,10 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command_module(args.command).run(args)
     except KeyboardInterrupt:
         print("deconv: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    except (DeconvError, OSError) as error:  # OSError: missing files, unwritable folders
+        return EXIT_INTERRUPTED
+    except (DeconvError, OSError) as error:
         print(f"deconv: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_status(error)
 
 
 def _visualize(args: argparse.Namespace) -> int:

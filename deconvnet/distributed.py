@@ -9,22 +9,39 @@ no-op for a single process. The objects exchanged are small (top-k lists), so th
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .errors import DeconvError
+from .errors import EXIT_USAGE, DeconvError, exit_status
+
+REPORT_GRACE_SECONDS = 1.0
+
+
+class RankFailed(DeconvError):
+    """Another process of the job failed; ``exit_status`` is the one that process reports."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_status = status
 
 
 @dataclass
 class Group:
-    """This process's place in the job: ``rank`` of ``world``; ``owned`` if we started the group."""
+    """This process's place in the job: ``rank`` of ``world``; ``owned`` if we started the group.
+
+    Every collective here is one ``all_gather_object`` of (failure, payload), so a process that
+    fails (:meth:`abort`) meets the others in whichever collective they wait in, and all of them
+    raise :class:`RankFailed` with its message instead of waiting forever.
+    """
 
     rank: int = 0
     world: int = 1
     owned: bool = False
+    failed: bool = False  # a failure was exchanged: no collective is run after it
 
     @property
     def active(self) -> bool:
@@ -34,34 +51,52 @@ class Group:
     def leader(self) -> bool:
         return self.rank == 0
 
+    def _exchange(self, payload: Any, failure: tuple[str, int] | None = None) -> list[Any]:
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, (failure, payload))
+        failed = [(rank, item[0]) for rank, item in enumerate(gathered) if item[0] is not None]
+        if failed:
+            self.failed = True
+        if failed and failure is None:
+            rank, (message, status) = failed[0]
+            raise RankFailed(f"rank {rank}: {message}", status)
+        return [item[1] for item in gathered]
+
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
-        if not self.active:
-            return [obj]
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, obj)
-        return gathered
+        return self._exchange(obj) if self.active else [obj]
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
-        if not self.active:
-            return obj
-        box = [obj if self.leader else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return self._exchange(obj if self.leader else None)[0] if self.active else obj
 
     def barrier(self) -> None:
+        """Wait for every rank (and raise if one has failed)."""
         if self.active:
-            dist.barrier()
+            self._exchange(None)
+
+    check = barrier  # in a loop: stop as soon as another rank has failed
 
     def raise_if_any(self, error: BaseException | None) -> None:
-        """Raise the same DeconvError on every rank if any rank met one, so none waits forever."""
-        messages = self.all_gather(None if error is None else str(error))
+        """Raise on every rank if any rank met an error (this rank's own error on this rank)."""
         if error is not None:
+            self.abort(error)
             raise error
-        for rank, message in enumerate(messages):
-            if message is not None:
-                raise DeconvError(f"rank {rank}: {message}")
+        self.barrier()
+
+    def abort(self, error: BaseException) -> None:
+        """Tell the other ranks, waiting in their next collective, that this one failed with ``error``."""
+        if self.active and not self.failed and not isinstance(error, RankFailed):
+            message = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+            if not isinstance(error, (DeconvError, OSError)):
+                message = f"{type(error).__name__}: {message}"
+            try:
+                self._exchange(None, failure=(message, exit_status(error)))
+            except RuntimeError:  # the group itself is broken (a peer is gone): the error being raised says more
+                return
+            # A moment for the others to report it: under torchrun, the first process to exit with an
+            # error makes the launcher stop the rest.
+            time.sleep(REPORT_GRACE_SECONDS)
 
     def close(self) -> None:
         if self.owned and dist.is_initialized():
@@ -94,9 +129,10 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeconvError(f"device {device!r} was requested but CUDA is not available here; use --device cpu")
-        chosen = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if device == "cuda" and "LOCAL_RANK" in os.environ \
-            else torch.device(device)
-        if chosen.index is not None:
-            torch.cuda.set_device(chosen)  # nccl works on the current device
+        under_torchrun = device == "cuda" and "LOCAL_RANK" in os.environ
+        chosen = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if under_torchrun else torch.device(device)
+        if chosen.index is None:  # "cuda" is the current GPU: name it, so tensors' devices compare equal to it
+            chosen = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(chosen)  # nccl works on the current device
         return chosen
     raise DeconvError(f"unknown device {device!r}: expected 'cpu' or 'cuda' (or 'cuda:N')")

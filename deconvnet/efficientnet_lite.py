@@ -103,6 +103,7 @@ class MBConvBlock(nn.Module):
             self._bn0 = _batch_norm(hidden)
             self._relu0 = nn.ReLU6()
         pad, padding = same_padding(kernel_size, stride)
+        self._depthwise_pad: nn.Module | None
         self.register_module("_depthwise_pad", pad)  # None unless the padding is uneven
         self._depthwise_conv = nn.Conv2d(hidden, hidden, kernel_size, stride=stride, padding=padding,
                                          groups=hidden, bias=False)
@@ -138,6 +139,7 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         pad, padding = same_padding(3, 2)
+        self._stem_pad: nn.Module | None
         self.register_module("_stem_pad", pad)
         self._conv_stem = nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=padding, bias=False)
         self._bn0 = _batch_norm(STEM_CHANNELS)

@@ -11,8 +11,12 @@ interrupted run (an exception, Ctrl-C) leaves no debris behind.
 The files are not ``fsync``-ed: the guarantee covers an interrupted process,
 not a power cut, and skipping the sync keeps writing hundreds of patches fast.
 
+The examples write into the current folder (the doctests run in an empty scratch folder).
+
 Example:
+    >>> from pathlib import Path
     >>> from deconvnet.fileio import check_writable_dir, write_json_atomic
+    >>> Path("results").mkdir()
     >>> out = check_writable_dir("results")      # fail early, before hours of work
     >>> write_json_atomic(out / "summary.json", {"layer": "conv5", "top": 9})
     PosixPath('results/summary.json')
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 from PIL import Image
 
-from .errors import DeconvError
+from .errors import DeconvError, WriteError
 
 if TYPE_CHECKING:  # matplotlib is only needed by callers that pass a figure
     from matplotlib.figure import Figure
@@ -50,6 +54,9 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
+# Formats every matplotlib backend saves: checked without importing matplotlib, which would
+# cost a start-up that fails on a bad argument most of a second.
+_COMMON_FIGURE_FORMATS = frozenset({"png", "pdf", "svg", "jpg", "jpeg"})
 # Keeps the temporary name below the usual 255-byte limit even for long names.
 _MAX_STEM_IN_TEMP_NAME = 100
 _TEMP_NAME_ATTEMPTS = 100
@@ -100,15 +107,16 @@ def check_figure_path(path: PathLike) -> Path:
         >>> check_figure_path("out.png")
         PosixPath('out.png')
     """
-    from matplotlib.backend_bases import FigureCanvasBase
-
     destination = Path(path)
     check_writable_dir(destination.parent)
     if destination.is_dir():
         raise IsADirectoryError(
             f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
         )
-    _check_figure_format(destination, FigureCanvasBase.get_supported_filetypes())
+    if destination.suffix.lower().lstrip(".") not in _COMMON_FIGURE_FORMATS:  # ask matplotlib (a slow import)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        _check_figure_format(destination, FigureCanvasBase.get_supported_filetypes())
     return destination
 
 
@@ -146,11 +154,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     The temporary file (``.<name>.<random>.tmp`` in the same directory) already
     exists, empty, when the block starts; write it with any library.  If the
     block raises, the temporary file is deleted and an existing ``path`` is
-    left untouched.  The directory is checked before the block runs.
+    left untouched.  The directory is checked before the block runs.  An OS error while
+    writing (disk full, I/O error) is raised as :class:`deconvnet.errors.WriteError`, which
+    names the file.
 
     Example:
-        >>> with atomic_path("out/log.txt") as tmp:
-        ...     tmp.write_text("done\\n")
+        >>> with atomic_path("log.txt") as tmp:
+        ...     _ = tmp.write_text("done\\n")
+        >>> open("log.txt").read()
+        'done\\n'
     """
     destination = Path(path)
     check_writable_dir(destination.parent)
@@ -158,22 +170,36 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise IsADirectoryError(
             f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
         )
-    temporary = _create_temp_file(destination)
+    try:
+        temporary = _create_temp_file(destination)
+    except OSError as error:
+        raise _write_failure(destination, error) from error
     try:
         yield temporary
         os.replace(temporary, destination)
-    except BaseException:  # also Ctrl-C: never leave a temporary file behind
+    except BaseException as error:  # also Ctrl-C: never leave a temporary file behind
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+        if isinstance(error, OSError):
+            raise _write_failure(destination, error) from error
         raise
+
+
+def _write_failure(destination: Path, error: OSError) -> OSError:
+    """An OS-level failure while writing (disk full, I/O error) as a WriteError naming the file.
+
+    OSErrors without an errno (Pillow's "cannot write mode ... as JPEG") are about the request,
+    and stay what they are.
+    """
+    return error if error.errno is None or isinstance(error, WriteError) else WriteError(destination, error)
 
 
 def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return ``path`` as a Path.
 
     Example:
-        >>> write_bytes_atomic("out/blob.bin", b"\\x00\\x01")
-        PosixPath('out/blob.bin')
+        >>> write_bytes_atomic("blob.bin", b"\\x00\\x01")
+        PosixPath('blob.bin')
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(
@@ -188,8 +214,8 @@ def write_text_atomic(path: PathLike, text: str, *, encoding: str = "utf-8") -> 
     """Write ``text`` to ``path`` atomically (UTF-8, newlines kept as given).
 
     Example:
-        >>> write_text_atomic("out/notes.txt", "conv5 ch 12\\n")
-        PosixPath('out/notes.txt')
+        >>> write_text_atomic("notes.txt", "conv5 ch 12\\n")
+        PosixPath('notes.txt')
     """
     if not isinstance(text, str):
         raise TypeError(
@@ -219,8 +245,8 @@ def write_json_atomic(path: PathLike, obj: Any) -> Path:
     an unserialisable object leaves the disk untouched.
 
     Example:
-        >>> write_json_atomic("out/run.json", {"layer": "conv1", "channels": [0, 5]})
-        PosixPath('out/run.json')
+        >>> write_json_atomic("run.json", {"layer": "conv1", "channels": [0, 5]})
+        PosixPath('run.json')
     """
     text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
     return write_text_atomic(path, text + "\n")
@@ -267,8 +293,8 @@ def save_image_atomic(path: PathLike, image: Image.Image | np.ndarray, **options
     e.g. ``quality=95`` for JPEG.
 
     Example:
-        >>> save_image_atomic("out/sheet.png", np.zeros((8, 8, 3), np.uint8))
-        PosixPath('out/sheet.png')
+        >>> save_image_atomic("sheet.png", np.zeros((8, 8, 3), np.uint8))
+        PosixPath('sheet.png')
     """
     destination = Path(path)
     image_format = _image_format_for(destination)
@@ -302,10 +328,11 @@ def save_figure_atomic(
     ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
 
     Example:
-        >>> from deconvnet.render import visualize_figure
-        >>> fig = visualize_figure(img, box, patch, proj, title="conv5 ch 12")
-        >>> save_figure_atomic("out/conv5_12.png", fig)
-        PosixPath('out/conv5_12.png')
+        >>> from matplotlib.figure import Figure
+        >>> fig = Figure(figsize=(2, 2))
+        >>> _ = fig.subplots().plot([0, 1], [1, 0])
+        >>> save_figure_atomic("conv5_12.png", fig)
+        PosixPath('conv5_12.png')
     """
     destination = Path(path)
     figure_format = _check_figure_format(destination, fig.canvas.get_supported_filetypes())

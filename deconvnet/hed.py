@@ -20,7 +20,7 @@ from torch import Tensor, nn
 HED_MEAN_BGR = (103.939, 116.779, 123.68)
 """Per-channel mean (B, G, R) to subtract from a BGR image with values 0-255 (Caffe style)."""
 
-VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 SIDE_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: each block's output
 WEIGHTS_FILE = "vgg16-hed.safetensors"
 
@@ -40,7 +40,7 @@ class HEDVGG16(nn.Module):
         layers: list[nn.Module] = []
         in_channels = 3
         for item in VGG16_CFG:
-            if item == "M":
+            if isinstance(item, str):  # "M"
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
             else:
                 layers += [nn.Conv2d(in_channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
@@ -60,7 +60,7 @@ class HEDVGG16(nn.Module):
         """HED fused edge probability in [0, 1], shape (N, 1, H, W)."""
         heads = (self.dsn1, self.dsn2, self.dsn3, self.dsn4, self.dsn5)
         size = x.shape[-2:]
-        sides = []
+        sides: list[Tensor] = []
         for index, layer in enumerate(self.features[: SIDE_TAPS[-1] + 1]):
             x = layer(x)
             if index in SIDE_TAPS:

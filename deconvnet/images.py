@@ -8,7 +8,6 @@ Pillow's decompression-bomb guard stays on.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -45,9 +44,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                 image.load()
                 return to_rgb(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        # Pillow's own text quotes twice the limit for the error; the warning, made an error here, fires at it.
-        declared = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(declared[1]):,} pixels" if declared else "more pixels than that"
+        declared = _declared_pixels(path)
+        size = f"{declared:,} pixels" if declared is not None else "more pixels than that"
         raise UnreadableImage(
             f"refusing to decode {path}: its header declares {size}, over the decompression-bomb limit of "
             f"{Image.MAX_IMAGE_PIXELS:,} pixels (PIL.Image.MAX_IMAGE_PIXELS); raise that limit only for files "
@@ -60,6 +58,21 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                               f"received a file Pillow cannot identify (it starts with {head!r})") from error
     except (OSError, SyntaxError, ValueError) as error:  # Pillow's errors for bad files
         raise UnreadableImage(f"cannot read image {path}: {error}; the file is damaged or incomplete") from error
+
+
+def _declared_pixels(path: Path) -> int | None:
+    """Width x height as the file's header declares them (read with Pillow's limit lifted; nothing is decoded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -206,6 +206,7 @@ def occlusion_map(
             read = _class_reader(dn, x, layer, target_class)
             unit = None
         else:
+            assert layer is not None and channel is not None  # _check_measure: a class or a layer's channel
             read, unit = _channel_reader(dn, x, layer, channel, measure)
         layer_name = read.layer
         baseline = float(read(x)[0])
@@ -414,6 +415,7 @@ def describe(result: OcclusionResult, layer: str | None = None, class_name: str 
         label = repr(class_name) if class_name else str(result.target_class)
         return f"probability of class {label}" + (f" (class {result.target_class})" if class_name else "")
     unit = result.unit
+    assert unit is not None  # a result without a class watched a unit
     where = f" at (y={unit.position[0]}, x={unit.position[1]})" if unit.position else ""
     what = "total activation of" if result.measure == "total" else "activation of"
     return f"{what} {layer or result.layer} channel {unit.channel}" + (where if result.measure == "unit" else "")

@@ -3,13 +3,17 @@
 An image's score for a channel is its strongest activation in that channel, at the first
 maximum in row-major order. The kept lists are tensors of shape (channels, k), merged with
 each batch by sorting, so memory stays O(layers x channels x k) however many images pass.
-Ties go to the higher value first, then to the image earlier in the (sorted) image list,
-whose position is the image's index: the merge is exact and order-independent, which is
-what lets an interrupted scan resume and several processes split the work.
+Higher values come first; values that differ by at most TIE_RTOL x |value| + TIE_ATOL count
+as tied, and tied images are ordered by their place in the (sorted) image list. That keeps
+the order the same when a different batch composition (a resumed run, several processes,
+other hardware) changes the float32 sums in their last bits, which would flip a comparison
+of exact values between near-equal activations. This is what lets an interrupted scan
+resume and several processes split the work.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -21,11 +25,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import DeconvError
-from .fileio import atomic_path
+from .fileio import write_bytes_atomic
 from .images import UnreadableImage, open_image
 from .transforms import ImageTransform
 
 EMPTY = torch.iinfo(torch.int64).max  # image index of an unfilled slot: it sorts after every real image
+# Values this close count as tied (then the earlier image wins): float32 sums in another order or batch
+# composition differ by a few units in the last place (~1e-7 relative), far below this.
+TIE_RTOL = 1e-5
+TIE_ATOL = 1e-6
 
 
 @dataclass
@@ -54,7 +62,15 @@ class TopK:
         # Two stable sorts give the order (value descending, then image index ascending).
         order = torch.argsort(images, dim=1, stable=True)
         values, images, positions = (t.gather(1, order) for t in (values, images, positions))
-        order = torch.argsort(values, dim=1, descending=True, stable=True)[:, :k]
+        order = torch.argsort(values, dim=1, descending=True, stable=True)
+        values, images, positions = (t.gather(1, order) for t in (values, images, positions))
+        # Runs of neighbours within the tolerance are one tie group; within it the earlier image comes first.
+        gap = values[:, :-1] - values[:, 1:]  # >= 0; NaN between two empty slots (-inf)
+        tied = gap <= TIE_RTOL * values[:, :-1].abs() + TIE_ATOL
+        group = torch.cat([torch.zeros_like(values[:, :1], dtype=torch.int64), (~tied).long().cumsum(1)], 1)
+        order = torch.argsort(images, dim=1, stable=True)
+        group = group.gather(1, order)
+        order = order.gather(1, torch.argsort(group, dim=1, stable=True))[:, :k]
         return TopK(values.gather(1, order), images.gather(1, order), positions.gather(1, order))
 
     def merged(self, other: "TopK") -> "TopK":
@@ -111,7 +127,7 @@ class ImageFiles(Dataset):
 def collate(items: list[tuple[int, Tensor | None, str | None]]) -> tuple[Tensor, Tensor | None, list[tuple[int, str]]]:
     """A batch of the readable images: (their indices, stacked tensors or None, [(index, reason)])."""
     good = [(index, x) for index, x, _ in items if x is not None]
-    failed = [(index, reason) for index, x, reason in items if x is None]
+    failed = [(index, reason or "unreadable") for index, x, reason in items if x is None]
     if not good:
         return torch.empty(0, dtype=torch.int64), None, failed
     shapes = {tuple(x.shape) for _, x in good}
@@ -134,8 +150,11 @@ class ScanState:
         payload = {"fingerprint": self.fingerprint, "done": self.done,
                    "kept": {layer: top.state() for layer, top in self.kept.items()},
                    "skipped": [[index, reason] for index, reason in self.skipped]}
-        with atomic_path(path) as temporary:
-            torch.save(payload, temporary)
+        # Serialized in memory (it is small), so a full disk fails in Python's write with an OSError
+        # that names the file, not inside torch's own file writer with a RuntimeError.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
 
     def check(self, fingerprint: str, path: Path) -> None:
         """Refuse to resume under other settings, naming the ones that differ."""

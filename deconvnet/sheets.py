@@ -41,7 +41,8 @@ class ImageCache:
     """Model inputs for image paths, decoded once while they stay among the ``size`` latest."""
 
     def __init__(self, transform, size: int = 64) -> None:
-        self.transform, self.size, self.items = transform, size, OrderedDict()
+        self.transform, self.size = transform, size
+        self.items: OrderedDict[Path, torch.Tensor] = OrderedDict()
 
     def __call__(self, path: Path) -> torch.Tensor:
         if path in self.items:
@@ -61,7 +62,7 @@ def project_channel(dn: Deconvnet, transform, x: torch.Tensor, layer: str, chann
     """
     units = [(i, channel, None if p is None else tuple(p)) for i, p in enumerate(positions)]
     projection = dn.project_units(x, layer, units, mode=mode)
-    size = tuple(x.shape[-2:])
+    size = (int(x.shape[-2]), int(x.shape[-1]))
     projections, patches, boxes = [], [], []
     for i, unit in enumerate(projection.units):
         box = dn.box(layer, unit.position, size)
@@ -121,8 +122,15 @@ def render_all(dn: Deconvnet, loaded: LoadedModel, device, results: dict, root: 
     for layer, channel, entries in jobs:
         keys[layer, channel] = _hash(identity, loaded.transform.describe(), mode, layer, channel, entries,
                                      DISPLAY_PERCENTILE)
-    with tqdm(mine, desc="render", unit="ch", dynamic_ncols=True, disable=not (progress and group.leader)) as bar:
-        for layer, channel, entries in bar:
+    steps = -(-len(jobs) // group.world)  # the same on every rank: each checks after every sheet for a failed rank
+    with tqdm(total=len(mine), desc="render", unit="ch", dynamic_ncols=True,
+              disable=not (progress and group.leader)) as bar:
+        for step in range(steps):
+            group.check()
+            if step >= len(mine):
+                continue
+            layer, channel, entries = mine[step]
+            bar.update()
             path = folders[layer] / f"channel_{channel:04d}.png"
             if _stamped(path) == keys[layer, channel]:
                 reused += 1

@@ -24,22 +24,28 @@ Output folder::
          ...]}}}                       # up to k entries, best first
 
 ``y``, ``x`` index the layer's activation map (first maximum in row-major order); both
-are null for a one-dimensional (fully connected) layer. Ties in value go to the image that
-comes first in the image list (sorted paths for a folder, file order for a list file).
+are null for a one-dimensional (fully connected) layer. Values within the tie tolerance of
+:mod:`deconvnet.scan` count as equal, and ties go to the image that comes first in the
+image list (sorted paths for a folder, file order for a list file).
 Paths are relative to the IMAGES folder, or to the folder of the list file when IMAGES is
 one; an image outside it (an absolute path in a list file) keeps its absolute path. ``value``
 is the raw activation (float32), the seed of that entry's projection.
 
 The scan checkpoints itself (``OUT/.top9-checkpoint-rank<R>.pt``) after every batch: the
-same command resumes after Ctrl-C or a crash; ``restart=True`` discards the checkpoint and
-scans again. A finished scan is recorded in ``OUT/.top9-scan.json``, so a re-run with the same
-settings goes straight to rendering, which redraws only the sheets whose entries changed.
-Under ``torchrun --nproc-per-node N`` the images are split across the processes (results are
-identical to one process's) and so are the channels to render.
+same command resumes after Ctrl-C or a crash, with the batches an uninterrupted run would
+have had; ``restart=True`` discards the checkpoint and scans again. A finished scan is
+recorded in ``OUT/.top9-scan.json``, so a re-run with the same settings (the mode may differ:
+the scan does not depend on it) goes straight to rendering, which redraws only the sheets
+whose entries changed. ``OUT/.top9.lock`` keeps a second run out of the folder meanwhile.
+Under ``torchrun --nproc-per-node N`` the images are split across the processes (results
+equal one process's up to float32 rounding, which the tie tolerance absorbs) and so are
+the channels to render; a process that fails stops all of them with its error.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -54,7 +60,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import sheets
+from . import folderlock, sheets
 from .distributed import Group, join, pick_device
 from .engine import Deconvnet
 from .errors import DeconvError
@@ -171,6 +177,14 @@ def _model_identity(loaded: LoadedModel) -> str:
     return "params:" + digest.hexdigest()
 
 
+def _on_device(loaded: LoadedModel, device: torch.device) -> LoadedModel:
+    """The caller's model as it is if it already lives on ``device``, else a copy: theirs is never moved."""
+    tensors = [*loaded.model.parameters(), *loaded.model.buffers()]
+    if all(tensor.device == device for tensor in tensors):
+        return loaded
+    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
+
+
 def _warn(message: str, progress: bool) -> None:
     if progress:
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -185,7 +199,8 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     """Find each channel's k strongest images in ``images`` and render them into ``out_dir``.
 
     See the module docstring for the outputs and the format of ``top9.json``;
-    ``render=False`` stops after writing it (the scan alone).
+    ``render=False`` stops after writing it (the scan alone). A ``LoadedModel`` passed as
+    ``model`` is only read: when it lives on another device than ``device``, a copy is used.
 
     >>> top9("photos/", "out/", layers=["conv3_3"], channels="0-15")           # doctest: +SKIP
     """
@@ -202,8 +217,8 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     _check_output_folder(out)  # before any work; it is created once the arguments are known to be good
     root, paths, others = _list_images(images, out, limit)
     names = [_name(p, root) for p in paths]
-    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
-    loaded.model.to(dev)
+    loaded = _on_device(model, dev) if isinstance(model, LoadedModel) else load(model, weights=weights)
+    loaded.model.to(dev)  # ours (loaded here, or the copy): moving it touches nothing of the caller's
     dn = Deconvnet(loaded.model)
     probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), layers)  # shapes only
     chosen = {layer: _channels_for(channels, probe[layer].shape[1]) for layer in layers}
@@ -211,10 +226,13 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
     group = join(dev.type)
+    lock = None
     try:
+        lock = _lock(out, group)  # before the clean-up below, which would delete another run's temporary files
         identity = _model_identity(loaded)
+        # What the scan depends on. Not the mode: it only changes the projections, drawn afterwards.
         settings = {
-            "model": loaded.name, "weights": identity, "transform": loaded.transform.describe(), "mode": mode,
+            "model": loaded.name, "weights": identity, "transform": loaded.transform.describe(),
             "layers": layers, "channels": chosen, "k": k,
             "image list": hashlib.sha256("\n".join(names).encode()).hexdigest(), "number of images": len(names)}
         # A checkpoint holds one process's share, so it also depends on how many there are.
@@ -229,8 +247,25 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
         rendered, reused = (sheets.render_all(dn, loaded, dev, results, root, out, mode, identity, group, progress)
                             if render else (0, 0))
         return Top9Summary(out, out / RESULTS, results["images"], skipped, rendered, reused)
+    except Exception as error:
+        group.abort(error)  # the other processes stop at their next step with this error, not wait forever
+        raise
     finally:
+        if lock is not None:
+            folderlock.release(lock)
         group.close()
+
+
+def _lock(out: Path, group: Group) -> Path | None:
+    """The output folder's lock, taken by rank 0 for the whole job; every rank raises if it is held."""
+    lock, error = None, None
+    if group.leader:
+        try:
+            lock = folderlock.acquire(out)
+        except DeconvError as problem:
+            error = problem
+    group.raise_if_any(error)
+    return lock
 
 
 @dataclass
@@ -265,7 +300,14 @@ def _scan_or_reuse(run: _Run, batch_size: int, workers: int, restart: bool) -> t
     if finished is not None:
         if run.checkpoint.exists() and ScanState.fingerprint_of(run.checkpoint) == run.fingerprint:
             remove(run.checkpoint)  # left by a run stopped right after writing its results
-        return finished["results"], [tuple(item) for item in finished["skipped"]]
+        results = finished["results"]
+        reused: list[tuple[int, str]] = [(int(index), str(reason)) for index, reason in finished["skipped"]]
+        if results.get("mode") != run.mode:  # the same scan, drawn with another rule
+            results = {**results, "mode": run.mode}
+            if group.leader:
+                _write_results(run, results, reused)
+            group.barrier()
+        return results, reused
     state = _scan(run, batch_size, workers, restart)
     kept = {layer: TopK.empty(len(channels), run.k) for layer, channels in run.chosen.items()}
     skipped: list[tuple[int, str]] = []
@@ -278,12 +320,17 @@ def _scan_or_reuse(run: _Run, batch_size: int, workers: int, restart: bool) -> t
                "layers": {layer: kept[layer].entries(run.chosen[layer], run.widths[layer], run.names)
                           for layer in run.chosen}}
     if group.leader:
-        path = write_json_atomic(run.out / RESULTS, results)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        write_json_atomic(run.out / _DONE, {"settings": run.settings, "results_sha256": digest, "skipped": skipped})
+        _write_results(run, results, skipped)
     group.barrier()
     remove(run.checkpoint)  # only now: until the results are written, it is the only record of the work
     return results, skipped
+
+
+def _write_results(run: _Run, results: dict, skipped: list) -> None:
+    """top9.json, then the record of the finished scan that lets a re-run skip it."""
+    path = write_json_atomic(run.out / RESULTS, results)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    write_json_atomic(run.out / _DONE, {"settings": run.settings, "results_sha256": digest, "skipped": skipped})
 
 
 def _finished_scan(out: Path, settings: str) -> dict | None:
@@ -317,9 +364,17 @@ def _scan(run: _Run, batch_size: int, workers: int, restart: bool) -> ScanState:
                         collate_fn=collate)
     wanted = {layer: torch.tensor(c) for layer, c in run.chosen.items()}
     layers = list(run.chosen)
+    # Every rank takes the same number of steps, checking after each that no other rank has failed.
+    steps = max(run.group.all_gather(len(loader)))
+    batches = iter(loader)
     with tqdm(total=len(shard), initial=state.done, desc="scan", unit="img", dynamic_ncols=True,
               disable=not (run.progress and run.group.leader)) as bar:
-        for number, (indices, x, failed) in enumerate(loader):
+        for number in range(steps):
+            run.group.check()
+            batch = next(batches, None)
+            if batch is None:  # this rank's share is done; the others' is not
+                continue
+            indices, x, failed = batch
             for index, reason in failed:
                 _warn(f"skipped {run.paths[index]}: {reason}", run.progress)
             state.skipped += failed
@@ -334,4 +389,5 @@ def _scan(run: _Run, batch_size: int, workers: int, restart: bool) -> ScanState:
             state.save(run.checkpoint)
             bar.update(len(indices) + len(failed))
             bar.set_postfix(skipped=len(state.skipped), refresh=False)
+    run.group.check()
     return state

@@ -39,7 +39,7 @@ class ImageTransform:
         if image.mode != "RGB":
             image = to_rgb(image)
         window = self._crop_window(image.size)
-        if window is not None:  # a very long image: resize only the part the crop keeps
+        if window is not None and self.crop:  # a very long image: resize only the part the crop keeps
             image = image.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=window)
         else:
             if self.resize:

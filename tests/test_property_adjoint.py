@@ -38,7 +38,8 @@ def stacks(draw):
             if spatial < kernel:
                 continue
             layers.append(nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil))
-            spatial = -(-(spatial + 2 * padding - kernel) // stride) + 1 if ceil else (spatial + 2 * padding - kernel) // stride + 1
+            span = spatial + 2 * padding - kernel
+            spatial = -(-span // stride) + 1 if ceil else span // stride + 1
         elif kind == "relu":
             layers.append(nn.ReLU(inplace=draw(st.booleans())))
         else:

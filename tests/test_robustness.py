@@ -35,10 +35,6 @@ from deconvnet.errors import DeconvError
 from deconvnet.images import UnreadableImage, open_image
 from deconvnet.transforms import ImageTransform
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_model_untouched import hook_count, small_net, snapshot  # noqa: E402
-from top9_tiny import make_images, tiny_model  # noqa: E402
-
 SMALL = ["--model", "squeezenet1_1", "--weights", "random"]  # no download; builds in milliseconds
 VIS = ["visualize", *SMALL, "--layer", "features.3.squeeze", "--channel", "1"]  # 16 channels, a 55x55 map
 TOP9 = ["top9", "--model", "squeezenet1_1", "--weights", "random", "--layer", "features.3.squeeze", "--workers", "0"]
@@ -176,8 +172,8 @@ class Case:
 
 def _vis(image, out: Path, **request):
     """deconvnet.visualize with VIS's model, layer and channel."""
-    return deconvnet.visualize(image, out / "out.png", **{"layer": "features.3.squeeze", "channel": 1, "model": "squeezenet1_1",
-                                                          "weights": "random", **request})
+    defaults = {"layer": "features.3.squeeze", "channel": 1, "model": "squeezenet1_1", "weights": "random"}
+    return deconvnet.visualize(image, out / "out.png", **{**defaults, **request})
 
 
 def _weights(name: str) -> Case:
@@ -267,16 +263,17 @@ CASES = [
          lambda f, d: _vis(f.photo, d, percentile=-5.0)),
     # top9 arguments.
     *[Case(f"top9 channels {spec!r}", lambda f, d, spec=spec: [*TOP9, "--channels", spec, f.folder, "-o", d / "out"],
-           facts, lambda f, d, spec=spec: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"], channels=spec,
-                                                           model="squeezenet1_1", weights="random", workers=0,
-                                                           progress=False))
+           facts, lambda f, d, spec=spec: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"],
+                                                           channels=spec, model="squeezenet1_1", weights="random",
+                                                           workers=0, progress=False))
       for spec, facts in (("0-x", ["cannot read channel spec '0-x'", "'0-15,40'", "valid channels: 0-15"]),
                           ("5-2", ["'5-2' runs backwards", "'2-5'"]),
                           ("99", ["channel 99 is out of range", "valid: 0-15"]),
                           ("1,,2", ["cannot read channel spec '1,,2'"]))],
     Case("top9 no images", lambda f, d: [*TOP9, f.path("nothing here"), "-o", d / "out"],
          ["no image folder or list file", "nothing here"],
-         lambda f, d: top9_module.top9(f.path("nothing here"), d / "out", layers=["features.3.squeeze"], progress=False)),
+         lambda f, d: top9_module.top9(f.path("nothing here"), d / "out", layers=["features.3.squeeze"],
+                                       progress=False)),
     Case("top9 k", lambda f, d: [*TOP9, "--k", "0", f.folder, "-o", d / "out"], ["k must be an integer >= 1", "0"],
          lambda f, d: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"], k=0, progress=False)),
     # Weights.
@@ -315,7 +312,8 @@ CASES = [
                                           model="squeezenet1_1", weights="random")),
     Case("top9 output under a file", lambda f, d: [*TOP9, f.folder, "-o", _plain_file(d) / "out"],
          ["output folder", "cannot be created", "plain.txt", "is a file"],
-         lambda f, d: top9_module.top9(f.folder, d / "plain.txt" / "out", layers=["features.3.squeeze"], progress=False),
+         lambda f, d: top9_module.top9(f.folder, d / "plain.txt" / "out", layers=["features.3.squeeze"],
+                                       progress=False),
          NotADirectoryError),
 ]
 
@@ -362,26 +360,26 @@ def test_tensor_too_small_for_the_layer(alexnet):
 @pytest.mark.parametrize("value, facts", [(float("nan"), "1 NaN and 0 infinite"),
                                           (float("inf"), "0 NaN and 1 infinite"),
                                           (-float("inf"), "0 NaN and 1 infinite")])
-def test_non_finite_input(value, facts):
+def test_non_finite_input(value, facts, watched):
     x = torch.rand(1, 3, 16, 16)
     x[0, 1, 2, 3] = value
-    with deconvnet.Deconvnet(small_net()) as dn, pytest.raises(DeconvError) as raised:
+    with deconvnet.Deconvnet(watched.net()) as dn, pytest.raises(DeconvError) as raised:
         dn.project(x, "4", 0)
     assert str(raised.value) == (f"expected finite input values, received {facts} value(s) in an input of shape "
                                  "(1, 3, 16, 16); check the preprocessing that made it")
 
 
 @pytest.mark.parametrize("failure", ["too small", "infinite", "three dimensions", "integer input"])
-def test_errors_leave_the_model_untouched(failure):
+def test_errors_leave_the_model_untouched(failure, watched):
     """The error paths tests/test_model_untouched.py does not cover."""
-    model = small_net()
+    model = watched.net()
     x = torch.rand(1, 3, 16, 16)
-    before_state, before_output = snapshot(model), model(x).clone()
+    before_state, before_output = watched.snapshot(model), model(x).clone()
     bad = {"too small": torch.rand(1, 3, 1, 1), "infinite": x.clone().fill_(float("inf")),
            "three dimensions": x[0], "integer input": (x * 255).to(torch.uint8)}[failure]
     with deconvnet.Deconvnet(model) as dn, pytest.raises(DeconvError):
         dn.project(bad, "4", 0)
-    assert hook_count(model) == 0 and not model.training
+    assert watched.hook_count(model) == 0 and not model.training
     assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
     torch.testing.assert_close(model(x), before_output)
 
@@ -455,9 +453,9 @@ def test_odd_images_simply_work(files, name, default_model, tmp_path, monkeypatc
     assert Image.open(written).size[0] > 300
 
 
-def test_top9_skips_non_image_files_and_reports_them(tmp_path, monkeypatch, capsys):
-    make_images(tmp_path / "images")
-    monkeypatch.setattr(top9_module, "load", lambda *args, **kwargs: tiny_model())
+def test_top9_skips_non_image_files_and_reports_them(tiny, tmp_path, monkeypatch, capsys):
+    tiny.make_images(tmp_path / "images")
+    monkeypatch.setattr(top9_module, "load", lambda *args, **kwargs: tiny.model())
     status, out, err = run_cli(["top9", tmp_path / "images", "-o", tmp_path / "out", "--layer", "relu1_1",
                                 "--channels", "0-1", "--k", "2", "--workers", "0"], capsys)
     assert status == 0, err
@@ -496,9 +494,9 @@ def test_ctrl_c_says_how_to_resume(command, files, tmp_path, monkeypatch, capsys
 @pytest.mark.parametrize("change, differs", [
     ("weights", "weights"), ("layers", "layers"), ("image list", "image list"),
 ])
-def test_checkpoint_from_other_model_layers_or_images_is_refused(change, differs, tmp_path, monkeypatch):
+def test_checkpoint_from_other_model_layers_or_images_is_refused(change, differs, tiny, tmp_path, monkeypatch):
     """tests/test_top9.py covers a change of k; the other things a checkpoint depends on."""
-    make_images(tmp_path / "images")
+    tiny.make_images(tmp_path / "images")
     settings = dict(layers=["relu1_1"], k=3, batch_size=2, workers=0, progress=False)
 
     def stop(number):
@@ -507,10 +505,10 @@ def test_checkpoint_from_other_model_layers_or_images_is_refused(change, differs
 
     monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
-        top9_module.top9(tmp_path / "images", tmp_path / "out", model=tiny_model(), **settings)
+        top9_module.top9(tmp_path / "images", tmp_path / "out", model=tiny.model(), **settings)
     monkeypatch.setattr(top9_module, "_on_batch", None)
     assert (tmp_path / "out" / ".top9-checkpoint-rank0.pt").is_file()
-    model, again = tiny_model(), dict(settings)
+    model, again = tiny.model(), dict(settings)
     if change == "weights":
         with torch.no_grad():
             model.model.features[0].bias += 1

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -25,27 +25,22 @@ from deconvnet.errors import DeconvError
 from deconvnet.sheets import folder_names, project_channel
 from deconvnet.top9 import parse_channels, top9
 
-sys.path.insert(0, str(Path(__file__).parent))
-from top9_tiny import SIZE, TRANSFORM, make_images, tiny_model  # noqa: E402
-
-TESTS = Path(__file__).parent
-REPO = TESTS.parent
 LAYERS = ["relu1_1", "features.3"]  # an alias and a module name; conv2_1 is pre-ReLU, values may be negative
 SETTINGS = dict(layers=LAYERS, k=4, batch_size=2, workers=0, progress=False)
 pytestmark = pytest.mark.filterwarnings("ignore:skipped .*:UserWarning")  # the broken files, on purpose
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
-    return root, make_images(root)
+    return root, tiny.make_images(root)
 
 
 @pytest.fixture(scope="module")
-def reference(images, tmp_path_factory):
+def reference(tiny, images, tmp_path_factory):
     """An uninterrupted single-process run with SETTINGS."""
     out = tmp_path_factory.mktemp("reference")
-    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    summary = top9(images[0], out, model=tiny.model(), **SETTINGS)
     return out, summary, json.loads((out / "top9.json").read_text())
 
 
@@ -58,14 +53,14 @@ def _no_debris(out: Path) -> None:
     assert not list(out.glob(".top9-checkpoint*")), "checkpoint not deleted after the scan"
 
 
-def brute_force(paths: list[Path], root: Path, module_index: int, k: int) -> dict[str, list[dict]]:
+def brute_force(tiny, paths: list[Path], root: Path, module_index: int, k: int) -> dict[str, list[dict]]:
     """Every image's full activation map straight from the model, then a plain sort."""
-    model = tiny_model().model
+    model = tiny.model().model
     stem = model.features[: module_index + 1]
     maps = []
     with torch.no_grad():
         for path in paths:
-            x = TRANSFORM(Image.open(path).convert("RGB"))[None]
+            x = tiny.TRANSFORM(Image.open(path).convert("RGB"))[None]
             maps.append(stem(x)[0].numpy())  # (C, H, W)
     table = {}
     for channel in range(maps[0].shape[0]):
@@ -81,14 +76,14 @@ def brute_force(paths: list[Path], root: Path, module_index: int, k: int) -> dic
 
 
 @pytest.mark.parametrize("k", [4, 30])
-def test_top_k_equals_brute_force(images, tmp_path, k):
+def test_top_k_equals_brute_force(tiny, images, tmp_path, k):
     root, good = images
     summary = top9(root, tmp_path, layers=LAYERS, k=k, batch_size=5, workers=2 if k == 4 else 0,
-                   model=tiny_model(), progress=False)
+                   model=tiny.model(), progress=False)
     results = _results(tmp_path)
     assert results["images"] == summary.images == len(good)
-    assert results["layers"]["relu1_1"] == brute_force(good, root, 1, k)
-    assert results["layers"]["features.3"] == brute_force(good, root, 3, k)
+    assert results["layers"]["relu1_1"] == brute_force(tiny, good, root, 1, k)
+    assert results["layers"]["features.3"] == brute_force(tiny, good, root, 3, k)
     if k >= len(good):  # every image is listed: the identical twins tie, the earlier path first
         for table in results["layers"].values():
             for entries in table.values():
@@ -99,10 +94,10 @@ def test_top_k_equals_brute_force(images, tmp_path, k):
     _no_debris(tmp_path)
 
 
-def test_outputs_and_json_format(reference):
+def test_outputs_and_json_format(tiny, reference):
     out, summary, results = reference
     assert set(results) == {"model", "weights_sha256", "mode", "transform", "images", "layers"}
-    assert results["mode"] == "deconvnet" and results["transform"]["crop"] == SIZE
+    assert results["mode"] == "deconvnet" and results["transform"]["crop"] == tiny.SIZE
     assert list(results["layers"]) == LAYERS
     assert summary.rendered == 4 + 6 and summary.reused == 0
     for layer, channels in (("relu1_1", 4), ("features.3", 6)):
@@ -117,14 +112,14 @@ def test_outputs_and_json_format(reference):
     _no_debris(out)
 
 
-def test_rerun_reuses_everything(reference, images):
+def test_rerun_reuses_everything(tiny, reference, images):
     out, _, results = reference
-    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    summary = top9(images[0], out, model=tiny.model(), **SETTINGS)
     assert (summary.rendered, summary.reused) == (0, 10)
     assert _results(out) == results
 
 
-def test_interrupted_rendering_resumes_without_scanning(reference, images, tmp_path, monkeypatch):
+def test_interrupted_rendering_resumes_without_scanning(tiny, reference, images, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
     (out / "features.3" / "channel_0002.png").unlink()
@@ -136,7 +131,7 @@ def test_interrupted_rendering_resumes_without_scanning(reference, images, tmp_p
         raise AssertionError("the finished scan ran again")
 
     monkeypatch.setattr(top9_module, "_on_batch", scanned)
-    summary = top9(images[0], out, model=tiny_model(), **SETTINGS)
+    summary = top9(images[0], out, model=tiny.model(), **SETTINGS)
     assert (summary.rendered, summary.reused) == (1, 9)
     assert summary.skipped == reference[1].skipped
     assert _results(out) == reference[2]
@@ -144,7 +139,7 @@ def test_interrupted_rendering_resumes_without_scanning(reference, images, tmp_p
     _no_debris(out)
 
 
-def test_broken_and_non_image_files_are_skipped(reference, images):
+def test_broken_and_non_image_files_are_skipped(tiny, reference, images):
     root, good = images
     _, summary, _ = reference
     reasons = {Path(path).relative_to(root).as_posix(): reason for path, reason in summary.skipped}
@@ -152,31 +147,30 @@ def test_broken_and_non_image_files_are_skipped(reference, images):
     assert "not an image" in reasons["notes.txt"]
     assert summary.images == len(good)
     with pytest.warns(UserWarning, match="truncated.jpg"):
-        top9(root, Path(root).parent / "warned", model=tiny_model(), **{**SETTINGS, "layers": ["relu1_1"]})
+        top9(root, Path(root).parent / "warned", model=tiny.model(), **{**SETTINGS, "layers": ["relu1_1"]})
 
 
-def test_interrupted_run_resumes_to_the_same_results(reference, images, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_results(tiny, reference, images, tmp_path, monkeypatch):
     def stop(number):
         if number == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt):
-        top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
     assert (tmp_path / ".top9-checkpoint-rank0.pt").is_file()
     assert not (tmp_path / "top9.json").exists()
     assert not list(tmp_path.rglob("*.tmp"))
     monkeypatch.setattr(top9_module, "_on_batch", None)
-    top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+    top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
     assert _results(tmp_path) == reference[2]
     _no_debris(tmp_path)
 
 
-def test_killed_run_resumes_to_the_same_results(reference, images, tmp_path):
+def test_killed_run_resumes_to_the_same_results(tiny, reference, images, tmp_path, run_python):
     script = tmp_path / "killed.py"
     script.write_text(textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(TESTS)!r})
+        import os, signal
         import deconvnet.top9 as t
         from top9_tiny import tiny_model
         def kill(number):
@@ -185,39 +179,35 @@ def test_killed_run_resumes_to_the_same_results(reference, images, tmp_path):
         t._on_batch = kill
         t.top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
     """))
-    done = subprocess.run([sys.executable, str(script)], cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, timeout=120)
-    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    done = run_python(script, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
     out = tmp_path / "out"
     assert (out / ".top9-checkpoint-rank0.pt").is_file() and not (out / "top9.json").exists()
-    top9(images[0], out, model=tiny_model(), **SETTINGS)
+    top9(images[0], out, model=tiny.model(), **SETTINGS)
     assert _results(out) == reference[2]
     _no_debris(out)
 
 
-def test_checkpoint_from_other_settings_is_refused(images, tmp_path, monkeypatch):
+def test_checkpoint_from_other_settings_is_refused(tiny, images, tmp_path, monkeypatch):
     def stop(number):
         if number == 1:  # the hook runs before the batch's checkpoint: batch 0 is saved
             raise KeyboardInterrupt
 
     monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt):
-        top9(images[0], tmp_path, model=tiny_model(), **SETTINGS)
+        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
     monkeypatch.setattr(top9_module, "_on_batch", None)
     with pytest.raises(DeconvError, match="--restart") as error:
-        top9(images[0], tmp_path, model=tiny_model(), **{**SETTINGS, "k": 3})
+        top9(images[0], tmp_path, model=tiny.model(), **{**SETTINGS, "k": 3})
     assert "(different k)" in str(error.value)
-    top9(images[0], tmp_path, model=tiny_model(), restart=True, **{**SETTINGS, "k": 3})
+    top9(images[0], tmp_path, model=tiny.model(), restart=True, **{**SETTINGS, "k": 3})
     assert all(len(e) == 3 for table in _results(tmp_path)["layers"].values() for e in table.values())
     _no_debris(tmp_path)
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_torchrun_two_processes_match_one(reference, images, tmp_path):
+def test_torchrun_two_processes_match_one(reference, images, tmp_path, torchrun):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(TESTS)!r})
         from deconvnet.top9 import top9
         from top9_tiny import tiny_model
         summary = top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
@@ -226,13 +216,7 @@ def test_torchrun_two_processes_match_one(reference, images, tmp_path):
         line = f"{{summary.images}} {{summary.rendered}} {{summary.reused}} {{len(summary.skipped)}}"
         pathlib.Path({str(tmp_path)!r}, "summary_" + os.environ["RANK"]).write_text(line)
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as probe:  # a free port of our own: two runs at once must not join one group
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--rdzv-backend", "c10d",
-                           "--rdzv-endpoint", f"127.0.0.1:{port}", "--nproc-per-node", "2", str(script)],
-                          cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    done = torchrun(script, 2)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
     assert _results(out) == reference[2]
@@ -244,41 +228,41 @@ def test_torchrun_two_processes_match_one(reference, images, tmp_path):
     _no_debris(out)
 
 
-def test_receptive_field_crops(images):
+def test_receptive_field_crops(tiny, images):
     """conv2_1 of the tiny net: 3x3 conv, 2x2 pool, 3x3 conv, paddings 1 -> 8x8 fields, stride 2, offset -3."""
-    loaded = tiny_model()
+    loaded = tiny.model()
     dn = Deconvnet(loaded.model)
-    x = TRANSFORM(Image.open(images[1][0]).convert("RGB"))[None].repeat(2, 1, 1, 1)
+    x = tiny.TRANSFORM(Image.open(images[1][0]).convert("RGB"))[None].repeat(2, 1, 1, 1)
     conv = dn.activations(x[:1], ["features.3"])["features.3"][0]
     positions = [(0, 0), (8, 8)]
     expected = [(-3, -3, 8, 8), (13, 13, 8, 8)]  # rows -3 + 2y .. -3 + 2y + 7, likewise columns
     channel = next(c for c in range(conv.shape[0]) if all(conv[c][p] > 0 for p in positions))
-    projections, patches, boxes, values = project_channel(dn, TRANSFORM, x, "features.3", channel, positions,
+    projections, patches, boxes, values = project_channel(dn, tiny.TRANSFORM, x, "features.3", channel, positions,
                                                           "deconvnet")
     assert [tuple(b) for b in boxes] == expected
     assert values == [float(conv[channel][p]) for p in positions]
-    picture = TRANSFORM.to_uint8(x[0])
+    picture = tiny.TRANSFORM.to_uint8(x[0])
     assert all(p.shape == (8, 8, 3) for p in projections + patches)
     assert (patches[0][:3] == 0).all() and (patches[0][:, :3] == 0).all()  # padded past the border
     assert (patches[0][3:, 3:] == picture[:5, :5]).all()
     assert (patches[1] == picture[13:21, 13:21]).all()
     maps = dn.project_units(x, "features.3", [(i, channel, p) for i, p in enumerate(positions)]).maps
     for full, (top, left, height, width) in zip(maps, expected):
-        inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+        inside = torch.zeros(tiny.SIZE, tiny.SIZE, dtype=torch.bool)
         inside[max(top, 0):top + height, max(left, 0):left + width] = True
         assert (full[:, ~inside] == 0).all(), "projection leaks outside the receptive field"
         assert (full[:, inside] != 0).any()
 
 
-def test_fully_connected_layer(images, tmp_path):
+def test_fully_connected_layer(tiny, images, tmp_path):
     root, good = images
-    top9(root, tmp_path, layers=["head"], channels="1,3", k=5, model=tiny_model(head=True), batch_size=4,
+    top9(root, tmp_path, layers=["head"], channels="1,3", k=5, model=tiny.model(head=True), batch_size=4,
          workers=0, progress=False)
     table = _results(tmp_path)["layers"]["head"]
     assert list(table) == ["1", "3"]
-    model = tiny_model(head=True).model
+    model = tiny.model(head=True).model
     with torch.no_grad():
-        logits = torch.cat([model(TRANSFORM(Image.open(p).convert("RGB"))[None]) for p in good])
+        logits = torch.cat([model(tiny.TRANSFORM(Image.open(p).convert("RGB"))[None]) for p in good])
     for channel, entries in table.items():
         assert all(e["y"] is None and e["x"] is None for e in entries)
         order = sorted(range(len(good)), key=lambda i: (-float(logits[i, int(channel)]), i))[:5]
@@ -321,15 +305,14 @@ def test_parse_channels():
             parse_channels(spec, 64)
 
 
-def test_bad_arguments(images, tmp_path):
-    model = tiny_model()
+def test_bad_arguments(tiny, images, tmp_path, monkeypatch):
+    model = tiny.model()
     with pytest.raises(DeconvError, match="valid: 0-3"):
         top9(images[0], tmp_path, layers=["relu1_1"], channels=[0, 4], model=model, progress=False)
     with pytest.raises(DeconvError, match="unknown layer"):
         top9(images[0], tmp_path, layers=["conv9"], model=model, progress=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same check on a machine with a GPU
     with pytest.raises(DeconvError, match="CUDA is not available"):
-        if torch.cuda.is_available():
-            raise DeconvError("CUDA is not available (skipped: this machine has CUDA)")
         top9(images[0], tmp_path, layers=["relu1_1"], model=model, device="cuda", progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -337,12 +320,12 @@ def test_bad_arguments(images, tmp_path):
         top9(empty, tmp_path / "o", layers=["relu1_1"], model=model, progress=False)
 
 
-def test_image_list_file_and_limit(images, tmp_path):
+def test_image_list_file_and_limit(tiny, images, tmp_path):
     root, good = images
     listing = root / "list.txt"
     listing.write_text("\n".join(p.relative_to(root).as_posix() for p in good[::-1]) + "\n")
     try:
-        summary = top9(listing, tmp_path, layers=["relu1_1"], k=3, limit=6, model=tiny_model(), workers=0,
+        summary = top9(listing, tmp_path, layers=["relu1_1"], k=3, limit=6, model=tiny.model(), workers=0,
                        progress=False)
     finally:
         listing.unlink()
@@ -355,3 +338,111 @@ def test_image_list_file_and_limit(images, tmp_path):
 def test_folder_names():
     assert folder_names(["features.3:2", "a/b", "a:b", ".x"]) == {
         "features.3:2": "features.3_2", "a/b": "a_b", "a:b": "a_b-2", ".x": "x"}
+
+
+def test_another_mode_reuses_the_finished_scan(tiny, reference, images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+
+    def scanned(number):
+        raise AssertionError("the scan ran again for another mode")
+
+    monkeypatch.setattr(top9_module, "_on_batch", scanned)
+    summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
+    assert (summary.rendered, summary.reused) == (10, 0)  # every sheet redrawn with the guided rule
+    assert _results(out) == {**reference[2], "mode": "guided"}
+    summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
+    assert (summary.rendered, summary.reused) == (0, 10)
+
+
+def test_a_checkpoint_resumes_under_another_mode(tiny, reference, images, tmp_path, monkeypatch):
+    def stop(number):
+        if number == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top9_module, "_on_batch", stop)
+    with pytest.raises(KeyboardInterrupt):
+        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
+    done = []
+    monkeypatch.setattr(top9_module, "_on_batch", done.append)
+    top9(images[0], tmp_path, model=tiny.model(), mode="backprop", render=False, **SETTINGS)
+    assert done and len(done) < 8, "resumed where the deconvnet run stopped"  # 18 files in batches of 2: 9 in all
+    assert _results(tmp_path) == {**reference[2], "mode": "backprop"}
+
+
+def test_the_callers_model_is_not_moved_to_another_device(tiny, images, tmp_path, monkeypatch):
+    loaded = tiny.model()
+    moved = []
+    module_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
+    monkeypatch.setattr(top9_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    top9(images[0], tmp_path, model=loaded, render=False, **{**SETTINGS, "layers": ["relu1_1"]})
+    assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
+    assert _results(tmp_path)["layers"]["relu1_1"] == brute_force(tiny, images[1], images[0], 1, SETTINGS["k"])
+
+
+def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_path, torchrun):
+    """Rank 1 hits a full disk in the middle of the scan: rank 0 must not wait for it forever."""
+    script = tmp_path / "failing.py"
+    script.write_text(textwrap.dedent(f"""
+        import errno, os, pathlib, sys
+        import deconvnet.top9 as t
+        from deconvnet.cli import main
+        from top9_tiny import tiny_model
+        t.load = lambda *args, **kwargs: tiny_model()
+        def breaks(number):
+            if os.environ["RANK"] == "1" and number == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        t._on_batch = breaks
+        status = main(["top9", {str(images[0])!r}, "-o", {str(tmp_path / 'out')!r}, "--layer", "relu1_1",
+                       "--k", "2", "--batch-size", "2", "--workers", "0"])
+        pathlib.Path({str(tmp_path)!r}, "status_" + os.environ["RANK"]).write_text(str(status))
+        sys.exit(status)
+    """))
+    started = time.monotonic()
+    done = torchrun(script, 2, timeout=150)
+    assert time.monotonic() - started < 120, "the ranks did not stop promptly"
+    assert done.returncode != 0
+    assert [(tmp_path / f"status_{rank}").read_text() for rank in (0, 1)] == ["1", "1"], done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("deconv: error:")]
+    assert sorted(lines) == ["deconv: error: [Errno 28] No space left on device",
+                             "deconv: error: rank 1: [Errno 28] No space left on device"], done.stderr[-3000:]
+    assert not (tmp_path / "out" / ".top9.lock").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tiny, reference, images, tmp_path,
+                                                                       run_python):
+    """Another process holds the folder: refused, naming it; once that process is killed, its lock is stale."""
+    out = tmp_path / "out"
+    out.mkdir()
+    debris = out / ".top9.json.0badcafe.tmp"  # as if the first run were writing its results
+    debris.write_bytes(b"half written")
+    script = tmp_path / "holder.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        from deconvnet.folderlock import acquire
+        acquire({str(out)!r})
+        print("locked", flush=True)
+        time.sleep(120)
+    """))
+    holder = run_python(script, background=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        with pytest.raises(DeconvError, match=f"is in use by process {holder.pid} on {socket.gethostname()}") as raised:
+            top9(images[0], out, model=tiny.model(), **SETTINGS)
+        assert "choose another output folder" in str(raised.value) and str(out / ".top9.lock") in str(raised.value)
+        assert debris.exists(), "the refused run deleted the other run's temporary file"
+    finally:
+        holder.kill()  # SIGKILL: its lock stays behind, stale
+        holder.communicate(timeout=60)
+    assert (out / ".top9.lock").exists()
+    top9(images[0], out, model=tiny.model(), render=False, **SETTINGS)
+    assert _results(out) == reference[2] and not (out / ".top9.lock").exists() and not debris.exists()
+
+
+def test_a_stale_lock_from_a_dead_process_is_taken_over(tiny, reference, images, tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # that process has exited and been reaped
+    (tmp_path / ".top9.lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": "?"}))
+    top9(images[0], tmp_path, model=tiny.model(), render=False, **SETTINGS)
+    assert _results(tmp_path) == reference[2] and not (tmp_path / ".top9.lock").exists()

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
-
+from deconvnet.scan import TIE_ATOL, TIE_RTOL
 from deconvnet.top9 import top9
 
-SAMPLES = Path(__file__).parents[2] / "shared/data/imagenet-samples"
 
-
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample images not found at {SAMPLES}")
-def test_top9_on_imagenet_samples(tmp_path):
-    summary = top9(SAMPLES, tmp_path, layers=["conv3_3"], channels="0-3", limit=20, batch_size=10, workers=2,
+def test_top9_on_imagenet_samples(samples, tmp_path):
+    summary = top9(samples, tmp_path, layers=["conv3_3"], channels="0-3", limit=20, batch_size=10, workers=2,
                    progress=False)
     assert summary.images == 20 and summary.rendered == 4
     results = json.loads(summary.results_path.read_text())
@@ -24,9 +19,10 @@ def test_top9_on_imagenet_samples(tmp_path):
     for channel, entries in table.items():
         assert len(entries) == 9
         values = [entry["value"] for entry in entries]
-        assert values == sorted(values, reverse=True)
+        # best first; neighbours within the tie tolerance may come in image order instead
+        assert all(a >= b - TIE_RTOL * abs(a) - TIE_ATOL for a, b in zip(values, values[1:]))
         assert len({entry["image"] for entry in entries}) == 9
-        assert all((SAMPLES / entry["image"]).is_file() for entry in entries)
+        assert all((samples / entry["image"]).is_file() for entry in entries)
         assert all(0 <= entry["y"] < 56 and 0 <= entry["x"] < 56 for entry in entries)
         assert (tmp_path / "conv3_3" / f"channel_{int(channel):04d}.png").is_file()
     assert (tmp_path / "conv3_3" / "mosaic.png").is_file()

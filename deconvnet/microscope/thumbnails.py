@@ -1,0 +1,107 @@
+"""The microscope's pictures: per-unit strips of small JPEGs, per-layer tile sprites and mosaics.
+
+A unit's k projections (one strip per mode) and its k image patches (one strip) are each one
+JPEG of k square cells, so a unit page loads three small files. A layer page loads one
+sprite holding every unit's tile (best projection beside its patch); the index shows a mosaic
+of each layer's first units. Strips are the unit of resuming: one that exists is complete.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..engine import Deconvnet
+from ..fileio import save_image_atomic
+from ..sheets import ImageCache, project_channel
+
+CELL = 96  # side of a cell on a unit page, in pixels
+TILE = 48  # side of a tile half (projection or patch) on a layer page
+TILE_COLUMNS = 16  # tiles per row of the sprite
+MOSAIC_SIDE = 8  # the index's mosaic: the first 8x8 units' best projections
+MOSAIC_CELL = 24
+QUALITY = 85
+on_unit: Callable[[str, int, str], None] | None = None  # test hook, called after each unit's strips are written
+
+
+def strip_path(folder: Path, channel: int, kind: str) -> Path:
+    """``kind`` is a mode (the projections) or "patches"."""
+    return folder / "img" / f"{channel}.{kind}.jpg"
+
+
+def sprite_path(folder: Path, mode: str) -> Path:
+    return folder / f"tiles.{mode}.jpg"
+
+
+def _cell(picture: np.ndarray, side: int) -> Image.Image:
+    image = Image.fromarray(picture)
+    # Small fields are enlarged with visible pixels; large ones reduced smoothly.
+    method = Image.Resampling.NEAREST if max(image.size) <= side else Image.Resampling.LANCZOS
+    return image.resize((side, side), method)
+
+
+def _strip(pictures: list[np.ndarray]) -> Image.Image:
+    strip = Image.new("RGB", (CELL * len(pictures), CELL), (128, 128, 128))
+    for i, picture in enumerate(pictures):
+        strip.paste(_cell(picture, CELL), (i * CELL, 0))
+    return strip
+
+
+def render_units(dn: Deconvnet, transform, root: Path, layer: str, folder: Path, table: dict[str, list[dict]],
+                 modes: list[str], device: torch.device, progress: bool) -> int:
+    """Write the missing strips of ``layer`` (every channel of ``table`` in every mode); returns units projected."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    cache = ImageCache(transform)
+    jobs = [(int(channel), entries, mode) for mode in modes for channel, entries in table.items()
+            if entries and not strip_path(folder, int(channel), mode).exists()]
+    with tqdm(jobs, desc=f"project {layer}", unit="unit", dynamic_ncols=True, disable=not progress or not jobs,
+              file=sys.stderr) as bar:
+        for channel, entries, mode in bar:
+            x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
+            positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
+            projections, patches, _, _ = project_channel(dn, transform, x, layer, channel, positions, mode)
+            patch_path = strip_path(folder, channel, "patches")
+            if not patch_path.exists():
+                save_image_atomic(patch_path, _strip(patches), quality=QUALITY)
+            save_image_atomic(strip_path(folder, channel, mode), _strip(projections), quality=QUALITY)
+            if on_unit is not None:
+                on_unit(layer, channel, mode)
+    return len(jobs)
+
+
+def _source(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
+
+
+def _first_cell(path: Path, side: int) -> Image.Image:
+    with Image.open(path) as strip:
+        return strip.crop((0, 0, CELL, CELL)).resize((side, side), Image.Resampling.LANCZOS)
+
+
+def write_sprites(folder: Path, channels: list[int], active: set[int], mode: str) -> None:
+    """The layer page's sprite for ``mode`` and, for the first mode, the index mosaic (from the strips)."""
+    rows = -(-len(channels) // TILE_COLUMNS)
+    sprite = Image.new("RGB", (TILE_COLUMNS * 2 * TILE, rows * TILE), (128, 128, 128))
+    side = min(MOSAIC_SIDE, math.ceil(math.sqrt(len(channels))))
+    mosaic = Image.new("RGB", (side * MOSAIC_CELL, side * MOSAIC_CELL), (255, 255, 255))
+    for i, channel in enumerate(channels):
+        if channel not in active:  # no images at all: an empty tile
+            continue
+        row, column = divmod(i, TILE_COLUMNS)
+        projection = _first_cell(strip_path(folder, channel, mode), TILE)
+        sprite.paste(projection, (column * 2 * TILE, row * TILE))
+        sprite.paste(_first_cell(strip_path(folder, channel, "patches"), TILE), ((column * 2 + 1) * TILE, row * TILE))
+        if i < side ** 2:
+            y, x = divmod(i, side)
+            mosaic.paste(projection.resize((MOSAIC_CELL, MOSAIC_CELL), Image.Resampling.LANCZOS),
+                         (x * MOSAIC_CELL, y * MOSAIC_CELL))
+    save_image_atomic(folder / f"mosaic.{mode}.jpg", mosaic, quality=QUALITY)
+    save_image_atomic(sprite_path(folder, mode), sprite, quality=QUALITY)  # last: it marks the layer done

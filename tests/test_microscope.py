@@ -254,3 +254,17 @@ def test_labels_from_sub_folders_and_the_command_line(tmp_path, capsys):
     assert results["labels"] == {f"{label}/{i}.png": label for label in ("blue", "red") for i in range(3)}
     assert all(entry["label"] == entry["image"].split("/")[0]
                for entries in results["layers"]["features.0"].values() for entry in entries)
+
+
+def test_activations_of_a_layer_before_an_in_place_relu_are_not_rectified():
+    """conv1_1 requested with a deeper layer: its output must be copied before relu1_1 overwrites it."""
+    from deconvnet.engine import Deconvnet
+
+    net = tiny_model(head=True).model
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 255
+    with torch.no_grad():
+        expected = net.features[0](x)
+    assert (expected < 0).any()
+    with Deconvnet(net) as dn:
+        got = dn.activations(x, ["features.0", "head"])["features.0"]
+    torch.testing.assert_close(got, expected)

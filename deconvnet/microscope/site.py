@@ -161,8 +161,10 @@ image patch.</p>
 <option value="selectivity"{"" if labelled else " disabled"}>selectivity{"" if labelled else " (needs labels)"}</option>
 </select> <label><input type="checkbox" id="hide-dead"> hide dead units</label>
 {f"<span>projection: {switch}</span>" if len(modes) > 1 else ""}</p>
-<div id="units" class="tiles" style="--sprite:url('tiles.{quote(modes[0])}.jpg')">{"".join(tiles)}</div>"""
-    return _page(f"{layer.title}: microscope", "../", body)
+<div id="units" class="tiles">{"".join(tiles)}</div>"""
+    # In the page itself, so the URL is relative to the page (in site.css it would be relative to the sheet).
+    sprite = f"\n<style id=\"sprite\">.tile i {{ background-image: url('tiles.{quote(modes[0])}.jpg'); }}</style>"
+    return _page(f"{layer.title}: microscope", "../", body, extra_head=sprite)
 
 
 def _histogram(unit: UnitInfo, images: int, k: int) -> str:
@@ -255,7 +257,7 @@ img.mosaic { width: 96px; height: 96px; image-rendering: pixelated; }
 .tiles { display: flex; flex-wrap: wrap; gap: 4px; }
 .tile { display: block; width: 96px; text-decoration: none; color: #222; border: 2px solid transparent;
   font-size: 11px; background: #fff; }
-.tile i { display: block; width: 96px; height: 48px; background-image: var(--sprite); }
+.tile i { display: block; width: 96px; height: 48px; background-color: #888; }
 .tile b { margin: 0 .3em; } .tile small { color: #666; float: right; margin-right: .3em; }
 .tile.dead { border-color: #c33; } .tile.dead b { color: #c33; }
 .tiles.hide-dead .tile.dead { display: none; }
@@ -321,7 +323,8 @@ _JS = r"""
   });
   document.querySelectorAll('input[name="mode"]').forEach(function (radio) {
     radio.addEventListener("change", function () {
-      grid.style.setProperty("--sprite", "url('tiles." + encodeURIComponent(radio.value) + ".jpg')");
+      document.getElementById("sprite").textContent =
+        ".tile i { background-image: url('tiles." + encodeURIComponent(radio.value) + ".jpg'); }";
     });
   });
 })();

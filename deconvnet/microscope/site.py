@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -217,10 +218,7 @@ def _unit_page(layer: LayerInfo, unit: UnitInfo, before: int | None, after: int 
             + (f' <span class="label">{_e(label)}</span>' if label else "")
             + f' <span class="where">{where}</span> <span class="value">{entry["value"]:.6g}</span>'
             + "</figcaption></figure>")
-    labels = [e.get("label") for e in unit.entries if e.get("label")]
-    counted: dict[str, int] = {}
-    for label in labels:
-        counted[label] = counted.get(label, 0) + 1
+    counted = Counter(str(e["label"]) for e in unit.entries if e.get("label"))
     label_list = ", ".join(f"{_e(name)} ×{n}" if n > 1 else _e(name)
                            for name, n in sorted(counted.items(), key=lambda item: (-item[1], item[0])))
     links = ((f'<a rel="prev" href="{before}.html">← {before}</a>' if before is not None else "<span>←</span>")

@@ -18,9 +18,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .. import render
 from ..engine import Deconvnet
 from ..fileio import save_image_atomic
-from ..sheets import ImageCache, project_channel
+from ..images import open_image
+from ..sheets import DISPLAY_PERCENTILE, ImageCache, project_channel
 
 CELL = 96  # side of a cell on a unit page, in pixels
 TILE = 48  # side of a tile half (projection or patch) on a layer page
@@ -28,6 +30,7 @@ TILE_COLUMNS = 16  # tiles per row of the sprite
 MOSAIC_SIDE = 8  # the index's mosaic: the first 8x8 units' best projections
 MOSAIC_CELL = 24
 QUALITY = 85
+SHARE_FORWARD_ABOVE = 0.5  # fields covering more of the image than this: units of one image share a forward pass
 on_unit: Callable[[str, int, str], None] | None = None  # test hook, called after each unit's strips are written
 
 
@@ -56,24 +59,78 @@ def _strip(pictures: list[np.ndarray]) -> Image.Image:
 
 def render_units(dn: Deconvnet, transform, root: Path, layer: str, folder: Path, table: dict[str, list[dict]],
                  modes: list[str], device: torch.device, progress: bool) -> int:
-    """Write the missing strips of ``layer`` (every channel of ``table`` in every mode); returns units projected."""
+    """Write the missing strips of ``layer`` (every channel of ``table`` in every mode); returns units projected.
+
+    Where a unit's receptive field is small, each channel's k windows run as one batch. Where it
+    covers most of the image, the windows would be the whole image anyway, so the units are
+    grouped by image instead: the units of one image share its forward pass and its switches.
+    """
     (folder / "img").mkdir(parents=True, exist_ok=True)
-    cache = ImageCache(transform)
     jobs = [(int(channel), entries, mode) for mode in modes for channel, entries in table.items()
             if entries and not strip_path(folder, int(channel), mode).exists()]
-    with tqdm(jobs, desc=f"project {layer}", unit="unit", dynamic_ncols=True, disable=not progress or not jobs,
+    if not jobs:
+        return 0
+    field = dn.receptive_field(layer).size
+    height, width = transform.input_size
+    by_image = field is None or field[0] * field[1] >= SHARE_FORWARD_ABOVE * height * width
+    with tqdm(total=len(jobs), desc=f"project {layer}", unit="unit", dynamic_ncols=True, disable=not progress,
               file=sys.stderr) as bar:
-        for channel, entries, mode in bar:
-            x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
-            positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
-            projections, patches, _, _ = project_channel(dn, transform, x, layer, channel, positions, mode)
-            patch_path = strip_path(folder, channel, "patches")
-            if not patch_path.exists():
-                save_image_atomic(patch_path, _strip(patches), quality=QUALITY)
-            save_image_atomic(strip_path(folder, channel, mode), _strip(projections), quality=QUALITY)
-            if on_unit is not None:
-                on_unit(layer, channel, mode)
+        for mode in modes:
+            mine = [(channel, entries) for channel, entries, job_mode in jobs if job_mode == mode]
+            if not mine:
+                continue
+            work = _by_image(dn, transform, root, layer, mine, mode, device) if by_image else \
+                _by_channel(dn, transform, root, layer, mine, mode, device)
+            for channel, projections, patches in work:
+                patch_path = strip_path(folder, channel, "patches")
+                if not patch_path.exists():
+                    save_image_atomic(patch_path, _strip(patches), quality=QUALITY)
+                save_image_atomic(strip_path(folder, channel, mode), _strip(projections), quality=QUALITY)
+                bar.update()
+                if on_unit is not None:
+                    on_unit(layer, channel, mode)
     return len(jobs)
+
+
+def _by_channel(dn, transform, root, layer, jobs, mode, device):
+    """(channel, projections, patches) per channel, its k windows projected as one batch."""
+    cache = ImageCache(transform)
+    for channel, entries in jobs:
+        x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
+        positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
+        projections, patches, _, _ = project_channel(dn, transform, x, layer, channel, positions, mode)
+        yield channel, projections, patches
+
+
+def _by_image(dn, transform, root, layer, jobs, mode, device):
+    """(channel, projections, patches) per channel, as soon as all the images it needs are done.
+
+    Images are visited in the order the channels first need them, so channels finish early
+    and an interrupted run keeps most of its work.
+    """
+    wanted: dict[str, list[tuple[int, int, dict]]] = {}
+    for channel, entries in jobs:
+        for rank, entry in enumerate(entries):
+            wanted.setdefault(entry["image"], []).append((channel, rank, entry))
+    cells: dict[int, list] = {channel: [None] * len(entries) for channel, entries in jobs}
+    left = {channel: len(entries) for channel, entries in jobs}
+    for name, units in wanted.items():
+        x = transform(open_image(_source(root, name)))[None].to(device)  # (1, 3, H, W)
+        size = tuple(x.shape[-2:])
+        picture = transform.to_uint8(x[0])
+        maps = dn.project_units(x, layer, [(0, channel, None if e["y"] is None else (e["y"], e["x"]))
+                                           for channel, _, e in units], mode=mode).maps
+        for (channel, rank, entry), projection in zip(units, maps):
+            position = None if entry["y"] is None else (entry["y"], entry["x"])
+            box = dn.box(layer, position, size)
+            crop = render.crop_with_padding(projection.float().cpu(), box, fill=0)
+            cells[channel][rank] = (render.to_display(transform.as_rgb(crop), percentile=DISPLAY_PERCENTILE),
+                                    render.crop_with_padding(picture, box, fill=0))
+            left[channel] -= 1
+        for channel in sorted({channel for channel, _, _ in units}):
+            if left[channel] == 0:
+                done = cells.pop(channel)
+                yield channel, [c[0] for c in done], [c[1] for c in done]
 
 
 def _source(root: Path, name: str) -> Path:

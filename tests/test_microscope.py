@@ -268,3 +268,18 @@ def test_activations_of_a_layer_before_an_in_place_relu_are_not_rectified():
     with Deconvnet(net) as dn:
         got = dn.activations(x, ["features.0", "head"])["features.0"]
     torch.testing.assert_close(got, expected)
+
+
+def test_labels_from_a_tsv_with_a_header(tmp_path):
+    from deconvnet.microscope.labels import read_labels
+
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("file\twnid\tclass_index\tclass_name\nn01_tench.jpg\tn01\t0\ttench\nb.jpg\tn02\t1\tgoldfish\n")
+    assert read_labels(["n01_tench.jpg", "sub/b.jpg", "c.jpg"], manifest, True) == {
+        "n01_tench.jpg": "tench", "sub/b.jpg": "goldfish"}
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("a.jpg\tcat\n\n# a comment\nb.jpg\tdog\n")
+    assert read_labels(["a.jpg", "b.jpg"], plain, True) == {"a.jpg": "cat", "b.jpg": "dog"}
+    plain.write_text("a.jpg\n")
+    with pytest.raises(DeconvError, match="line 1: expected 'file<TAB>label'"):
+        read_labels(["a.jpg"], plain, True)

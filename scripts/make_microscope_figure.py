@@ -22,7 +22,7 @@ from deconvnet.microscope import microscope
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 FREE_PHOTOS = ["brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "retina.jpg", "camera.png",
                "horse.png", "cell.png"]  # with assets/ cat (chelsea), coffee and astronaut: CC0 or public domain
-LAYER, CHANNELS, UNIT, MODES = "conv5_3", 16, 12, ["deconvnet", "guided"]
+LAYER, CHANNELS, UNIT, MODES = "conv5_3", 13, 12, ["deconvnet", "guided"]
 OUTPUT = ASSETS / "readme-microscope-unit.png"
 
 

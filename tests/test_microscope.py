@@ -221,6 +221,8 @@ def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, m
         microscope(root, out, **build)
     assert not (out / "data" / ".scan-checkpoint.pt").exists()
     monkeypatch.setattr(thumbnails_module, "on_unit", None)
+    (out / "conv1_1" / "img" / ".3.guided.jpg.0123abcd.tmp").write_bytes(b"left by a killed run")
+    (out / "data" / ".conv2_1.json.0123abcd.tmp").write_bytes(b"left by a killed run")
     summary = microscope(root, out, **build)
     assert summary.scanned == [] and summary.projected == 2 * (4 + 6 + 5) - 7
     assert not list(out.rglob("*.tmp"))

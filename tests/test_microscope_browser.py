@@ -103,6 +103,10 @@ def test_a_layer_page_lists_every_unit_sorts_and_filters(site, page):
     assert peaks == sorted(peaks, reverse=True)
     page.select_option("#sort", "channel")
     assert page.eval_on_selector_all("#units a.tile", "ts => ts.map(t => +t.dataset.channel)") == list(range(6))
+    page.check('input[name="mode"][value="guided"]')  # the other mode's sprite (a missing one would be reported)
+    sprite = page.eval_on_selector("#units a.tile i", "i => getComputedStyle(i).backgroundImage")
+    assert sprite.endswith('/conv2_1/tiles.guided.jpg")')
+    page.wait_for_load_state("networkidle")
     page.goto(_url(site / "logits" / "index.html"))
     dead = page.locator("#units a.tile.dead").count()
     assert 0 < dead < 5  # the tiny head has dead units: the filter hides exactly them
@@ -173,4 +177,5 @@ def test_a_512_unit_layer_page_loads_within_a_second(tmp_path, page):
     page.wait_for_load_state("load")
     assert page.locator("#units a.tile").count() == 512
     took = page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventEnd")
+    print(f"512-unit layer page: {took:.0f} ms")
     assert 0 < took < 1000, f"the layer page took {took:.0f} ms to load"

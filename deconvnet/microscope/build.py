@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..errors import DeconvError
 from ..fileio import check_writable_dir, write_json_atomic
 from ..models import LoadedModel, load
 from ..rules import check_mode
-from ..sheets import folder_names, remove_temporaries
+from ..sheets import folder_names
 from ..top9 import _check_output_folder, _list_images, _model_identity, _name
 from . import scan as scanning
 from . import site, thumbnails
@@ -101,7 +102,7 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
         data = out / DATA
         manifest = _open_site(out, settings, restart)
         data.mkdir(exist_ok=True)
-        remove_temporaries(out)
+        _remove_temporaries(out, [data, *(out / name for name in manifest.get("folders", []))])
         order = [layer.name for layer in dn.graph.layers]
         site_layers = sorted(set(manifest.get("layers", [])) | set(requested), key=order.index)
         site_modes = list(dict.fromkeys([*manifest.get("modes", []), *modes]))
@@ -142,6 +143,18 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
         return summary
     finally:
         dn.release()
+
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # fileio's temporary names
+
+
+def _remove_temporaries(out: Path, folders: list[Path]) -> None:
+    """Delete the temporary files a killed build left while writing its files (never anything else)."""
+    for folder in [out, *folders, *(f / "img" for f in folders)]:
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if _TEMPORARY.match(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
 
 
 def _digest(text: str) -> str:

@@ -72,7 +72,9 @@ def page(browser):
     page.problems = []
     page.on("console", lambda message: message.type in ("error", "warning") and page.problems.append(message.text))
     page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.on("requestfailed", lambda request: page.problems.append(f"failed to load {request.url}"))
+    # A load cut short by leaving the page (net::ERR_ABORTED) is no error; a missing file is.
+    page.on("requestfailed", lambda request: "ERR_ABORTED" not in (request.failure or "")
+            and page.problems.append(f"failed to load {request.url}: {request.failure}"))
     yield page
     assert page.problems == [], "the browser reported errors"
     page.close()

@@ -251,7 +251,7 @@ def test_labels_from_sub_folders_and_the_command_line(tmp_path, capsys):
     status = main(["microscope", str(tmp_path / "photos"), "-o", str(tmp_path / "site"), "--layers", "conv1_1",
                    "--k", "2", "--weights", "random", "--workers", "0", "--modes", "deconvnet,guided"])
     assert status == 0, capsys.readouterr().err
-    assert "1 layers over 6 images" in capsys.readouterr().out
+    assert "1 layer over 6 images: scanned 1 layer, projected 128 units" in capsys.readouterr().out
     results = json.loads((tmp_path / "site" / "data" / "top9.json").read_text())
     assert results["labels"] == {f"{label}/{i}.png": label for label in ("blue", "red") for i in range(3)}
     assert all(entry["label"] == entry["image"].split("/")[0]

@@ -11,6 +11,10 @@ def _modes(text: str) -> list[str]:
     return [_mode(part.strip()) for part in text.split(",") if part.strip()]
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("microscope", help="a static site of every unit of the chosen layers over images")
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
@@ -36,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     summary = microscope(args.images, args.output, layers=layers, modes=args.modes, k=args.k, labels=args.labels,
                          model=args.model, weights=args.weights, batch_size=args.batch_size, workers=args.workers,
                          limit=args.limit, device=args.device, restart=args.restart)
-    print(f"{len(summary.layers)} layers over {summary.images} images: scanned {len(summary.scanned)} layers, "
-          f"projected {summary.projected} units; open {summary.site / 'index.html'}")
+    print(f"{_count(len(summary.layers), 'layer')} over {_count(summary.images, 'image')}: scanned "
+          f"{_count(len(summary.scanned), 'layer')}, projected {_count(summary.projected, 'unit')}; "
+          f"open {summary.site / 'index.html'}")
     if summary.skipped:
         print(f"skipped {len(summary.skipped)} files (unreadable or not images):")
         for path, reason in summary.skipped[:20]:

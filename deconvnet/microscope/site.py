@@ -161,7 +161,7 @@ image patch.</p>
 <option value="peak">peak activation</option>
 <option value="selectivity"{"" if labelled else " disabled"}>selectivity{"" if labelled else " (needs labels)"}</option>
 </select> <label><input type="checkbox" id="hide-dead"> hide dead units</label>
-{f"<span>projection: {switch}</span>" if len(modes) > 1 else ""}</p>
+{f"<span class='modes'>projection: {switch}</span>" if len(modes) > 1 else ""}</p>
 <div id="units" class="tiles">{"".join(tiles)}</div>"""
     # In the page itself, so the URL is relative to the page (in site.css it would be relative to the sheet).
     sprite = f"\n<style id=\"sprite\">.tile i {{ background-image: url('tiles.{quote(modes[0])}.jpg'); }}</style>"
@@ -263,6 +263,7 @@ img.mosaic { width: 96px; height: 96px; image-rendering: pixelated; }
 figure.entry { margin: 0; background: #fff; border: 1px solid #ddd; padding: 4px; max-width: 320px; }
 img.cell { object-fit: none; image-rendering: pixelated; margin-right: 2px; }
 figcaption { font-size: 12px; } .label { background: #eef; padding: 0 .3em; } .value { font-weight: bold; }
+.controls .modes { margin-left: 1.5em; }
 .dead-tag { color: #fff; background: #c33; font-size: .6em; padding: .1em .4em; vertical-align: middle; }
 svg.histogram rect { fill: #48c; } svg.histogram .axis { stroke: #888; } svg.histogram .kth { stroke: #c33; }
 svg.histogram text { font-size: 11px; fill: #444; }

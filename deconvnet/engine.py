@@ -216,17 +216,14 @@ class Deconvnet:
             needed.update(self.graph.ancestors(target))
         graph = fx.Graph()
         copies: dict[fx.Node, fx.Node] = {}
+        kept: dict[fx.Node, fx.Node] = {}
         for node in self.graph.graph.nodes:
             if node in needed:
                 copies[node] = graph.node_copy(node, lambda n: copies[n])
-        outputs = []
-        for target in targets:
-            value = copies[target]
-            if any(user in needed for user in target.users):
-                # a later in-place ReLU would overwrite this output: keep a copy
-                value = graph.call_method("clone", (value,))
-            outputs.append(value)
-        graph.output(tuple(outputs))
+                if node in targets and any(user in needed for user in node.users):
+                    # a later in-place ReLU would overwrite this output: copy it right away
+                    kept[node] = graph.call_method("clone", (copies[node],))
+        graph.output(tuple(kept.get(target, copies[target]) for target in targets))
         return fx.GraphModule(self.model, graph)
 
     def _check_input(self, x: Tensor) -> None:

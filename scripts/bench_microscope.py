@@ -1,0 +1,201 @@
+"""Benchmark `deconv microscope` against a loop of Captum NeuronDeconvolution calls.
+
+    pip install -e ".[bench]"
+    python scripts/bench_microscope.py --count 32 --channels 4 --captum-units 1
+
+The full task (vgg16-hed, every convolution layer, deconvnet mode, 1000 photos, k = 9:
+4224 units, 38016 projections) takes hours either way, so this measures a part of it and
+extrapolates, saying which is which:
+
+- measured: a microscope build over the first ``--count`` photos with the first
+  ``--channels`` channels of every layer, timed by stage (scan, projections per layer, sprites,
+  pages); then, per layer, ``--captum-units`` units timed in pairs: our projection of the
+  unit's 9 entries and Captum's 9 calls for the same entries, back to back, so both see the
+  same load on a shared machine; and the forward pass per image that Captum's loop needs to
+  find each unit's top 9.
+- extrapolated: the scan scales with the number of images; projections and pages with the
+  number of units (each unit projects k entries, whatever the number of images); Captum with
+  its per-unit time times the units, plus one forward pass per image.
+
+Writes bench_microscope.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import deconvnet
+from deconvnet.engine import Deconvnet
+from deconvnet.images import open_image
+from deconvnet.microscope import build as build_module
+from deconvnet.microscope import default_layers, microscope
+from deconvnet.sheets import project_channel
+
+PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
+FULL_IMAGES, K = 1000, 9
+
+
+def _timed(module, name: str, record: list) -> None:
+    """Wrap module.name so each call appends (seconds, args) to record."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            record.append((time.perf_counter() - start, args, kwargs))
+    setattr(module, name, wrapper)
+
+
+def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: int, workers: int) -> dict:
+    records: dict[str, list] = {"scan": [], "render_units": [], "write_sprites": [], "write_site": []}
+    _timed(build_module.scanning, "scan", records["scan"])
+    _timed(build_module.thumbnails, "render_units", records["render_units"])
+    _timed(build_module.thumbnails, "write_sprites", records["write_sprites"])
+    _timed(build_module.site, "write_site", records["write_site"])
+    start = time.perf_counter()
+    summary = microscope(photos, site, layers="all", modes=["deconvnet"], k=K, channels=channels, limit=count,
+                         batch_size=batch_size, workers=workers, progress=False)
+    total = time.perf_counter() - start
+    per_layer = {}
+    for seconds, args, _ in records["render_units"]:
+        layer, table = args[3], args[5]
+        units = sum(1 for entries in table.values() if entries)
+        per_layer[layer] = {"units": units, "seconds": round(seconds, 3), "per_unit_s": seconds / max(units, 1)}
+    return {"total_s": total, "images": summary.images, "scan_s": sum(r[0] for r in records["scan"]),
+            "sprites_s": sum(r[0] for r in records["write_sprites"]),
+            "pages_s": sum(r[0] for r in records["write_site"]),
+            "projections": per_layer, "units": sum(v["units"] for v in per_layer.values())}
+
+
+def interleaved(site: Path, photos: Path, per_layer: int) -> dict:
+    """Per layer, for ``per_layer`` units of the build: our projection of the unit's k entries (as the
+    build does it, one batch) and the k Captum NeuronDeconvolution calls for the same entries (full
+    224x224 image each), timed back to back so that both see the same load on a shared machine."""
+    from captum.attr import NeuronDeconvolution
+
+    loaded = deconvnet.models.load("vgg16-hed")
+    model = copy.deepcopy(loaded.model)
+    for module in model.modules():  # Captum hooks ReLU modules and needs them out of place
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    results = json.loads((site / "data" / "top9.json").read_text())
+    ours, captum, agreement = {}, {}, {}
+    dn = Deconvnet(loaded.model)
+    for layer, table in results["layers"].items():
+        # Active units first: a dead unit's map cannot be compared (its seed is not positive); the time is the same.
+        units = sorted([(int(c), entries) for c, entries in table.items() if entries],
+                       key=lambda unit: unit[1][0]["value"] <= 0)[:per_layer]
+        ours_s, captum_s = [], []
+        for channel, entries in units:
+            x = torch.stack([loaded.transform(open_image(photos / e["image"])) for e in entries])
+            positions = [(e["y"], e["x"]) for e in entries]
+            start = time.perf_counter()
+            project_channel(dn, loaded.transform, x, layer, channel, positions, "deconvnet")
+            ours_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            maps = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for i, position in enumerate(positions):
+                    maps.append(NeuronDeconvolution(model, model.get_submodule(layer)).attribute(
+                        x[i:i + 1], neuron_selector=(channel, *position)))
+            captum_s.append(time.perf_counter() - start)
+            if entries[0]["value"] > 0:
+                mine = dn.project_units(x[:1], layer, [(0, channel, positions[0])]).maps
+                scale = float(mine.abs().max()) or 1.0
+                agreement[layer] = max(agreement.get(layer, 0.0),
+                                       float((mine - maps[0] * entries[0]["value"]).abs().max()) / scale)
+        ours[layer], captum[layer] = statistics.median(ours_s), statistics.median(captum_s)
+    x = torch.stack([loaded.transform(open_image(p)) for p in sorted(photos.glob("*.jpg"))[:8]])
+    with torch.no_grad():
+        model(x)  # warm-up
+        start = time.perf_counter()
+        model(x)
+        forward = (time.perf_counter() - start) / len(x)
+    dn.release()
+    return {"ours_per_unit_s": ours, "captum_per_unit_s": captum, "forward_per_image_s": forward,
+            "largest_relative_difference": agreement}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=PHOTOS)
+    parser.add_argument("--count", type=int, default=32, help="photos scanned (default 32)")
+    parser.add_argument("--channels", type=int, default=8, help="first channels of every layer (default 8)")
+    parser.add_argument("--captum-units", type=int, default=1,
+                        help="units per layer timed in pairs, ours and Captum's k calls (default 1)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", default="bench_microscope.json")
+    args = parser.parse_args()
+    if not args.photos.is_dir():
+        raise SystemExit(f"no photos at {args.photos}; give a folder of photos with --photos")
+    loaded = deconvnet.models.load("vgg16-hed")
+    with Deconvnet(loaded.model) as dn:
+        layers = default_layers(dn)
+        shapes = dn.activations(torch.zeros(0, 3, 224, 224), layers)
+    full_units = {layer: shapes[layer].shape[1] for layer in layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = build_site(args.photos, Path(tmp) / "site", args.count, args.channels, args.batch_size, args.workers)
+        print(json.dumps(ours, default=float), flush=True)
+        paired = interleaved(Path(tmp) / "site", args.photos, args.captum_units)
+    total_units = sum(full_units.values())
+    scan_full = ours["scan_s"] / ours["images"] * FULL_IMAGES
+    # Per unit: the paired timing of the projection, plus the build's JPEG strips per unit (measured in the build).
+    strips = {layer: max(ours["projections"][layer]["per_unit_s"] - paired["ours_per_unit_s"][layer], 0.0)
+              for layer in layers}
+    projections_full = {layer: (paired["ours_per_unit_s"][layer] + strips[layer]) * full_units[layer]
+                        for layer in layers}
+    rest_full = (ours["sprites_s"] + ours["pages_s"]) / ours["units"] * total_units
+    ours_full = scan_full + sum(projections_full.values()) + rest_full
+    captum_projections = {layer: paired["captum_per_unit_s"][layer] * full_units[layer] for layer in layers}
+    captum_full = sum(captum_projections.values()) + FULL_IMAGES * paired["forward_per_image_s"]
+    captum_subset = (sum(paired["captum_per_unit_s"][layer] * ours["projections"][layer]["units"] for layer in layers)
+                     + ours["images"] * paired["forward_per_image_s"])
+    figures = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
+        "settings": vars(args) | {"photos": str(args.photos)},
+        "measured": {"microscope_build": ours, "paired_per_unit": paired,
+                     "captum_loop_for_the_same_subset_s (from the paired per-unit times)": captum_subset},
+        "extrapolated_to_1000_images_all_units": {
+            "scan_s": scan_full, "projections_s": projections_full, "sprites_and_pages_s": rest_full,
+            "microscope_s": ours_full, "captum_projections_s": captum_projections,
+            "captum_forward_passes_s": FULL_IMAGES * paired["forward_per_image_s"],
+            "captum_loop_s": captum_full, "ratio": captum_full / ours_full},
+    }
+    Path(args.json).write_text(json.dumps(figures, indent=2, default=float) + "\n")
+    print(f"measured: a build over {ours['images']} images, {args.channels} channels x {len(layers)} layers = "
+          f"{ours['units']} units: {ours['total_s']:.1f}s (scan {ours['scan_s']:.1f}s, projections "
+          f"{sum(v['seconds'] for v in ours['projections'].values()):.1f}s, sprites {ours['sprites_s']:.1f}s, "
+          f"pages {ours['pages_s']:.1f}s)")
+    print(f"{'layer':12} {'units':>6} {'ours s/unit':>12} {'captum s/unit':>14} {'ratio':>6} {'full ours s':>12} "
+          f"{'full captum s':>14}")
+    for layer in layers:
+        print(f"{layer:12} {full_units[layer]:>6} {paired['ours_per_unit_s'][layer]:>12.3f} "
+              f"{paired['captum_per_unit_s'][layer]:>14.3f} "
+              f"{paired['captum_per_unit_s'][layer] / paired['ours_per_unit_s'][layer]:>6.1f} "
+              f"{projections_full[layer]:>12.0f} {captum_projections[layer]:>14.0f}")
+    print(f"extrapolated to {FULL_IMAGES} images and all {total_units} units: microscope {ours_full / 60:.1f} min "
+          f"(scan {scan_full / 60:.1f}, projections {sum(projections_full.values()) / 60:.1f}, sprites and pages "
+          f"{rest_full / 60:.1f}); Captum loop {captum_full / 60:.1f} min "
+          f"({FULL_IMAGES * paired['forward_per_image_s'] / 60:.1f} of it forward passes); "
+          f"ratio {captum_full / ours_full:.2f}x")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

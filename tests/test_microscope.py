@@ -1,0 +1,287 @@
+"""deconv microscope on a tiny integer-weighted CNN: every page's numbers against a brute-force
+top-k, incremental and interrupted builds against one uninterrupted build, the histograms."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import deconvnet.microscope.scan as scan_module
+import deconvnet.microscope.thumbnails as thumbnails_module
+from deconvnet.cli import main
+from deconvnet.errors import DeconvError
+from deconvnet.microscope import microscope
+from deconvnet.microscope.histogram import BINS, Histograms
+
+sys.path.insert(0, str(Path(__file__).parent))
+from top9_tiny import TRANSFORM, make_images, tiny_model  # noqa: E402
+
+K = 4
+MODES = ["deconvnet", "guided"]
+# name -> (folder, the part of the tiny net that computes it)
+LAYERS = {"features.0": "conv1_1", "features.3": "conv2_1", "head": "logits"}
+SETTINGS = dict(k=K, batch_size=3, workers=0, progress=False)
+pytestmark = pytest.mark.filterwarnings("ignore:skipped .*:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    paths = make_images(root)
+    labels = tmp_path_factory.mktemp("labels") / "labels.tsv"
+    # Two labels by index parity, and one image left unlabelled.
+    lines = ["file\tlabel"] + [f"{p.relative_to(root).as_posix()}\t{'even' if i % 2 == 0 else 'odd'}"
+                               for i, p in enumerate(paths) if p.name != "dup_b.png"]
+    labels.write_text("\n".join(lines) + "\n")
+    return root, paths, labels
+
+
+@pytest.fixture(scope="module")
+def site(images, tmp_path_factory):
+    """An uninterrupted build of every layer in both modes."""
+    root, _, labels = images
+    out = tmp_path_factory.mktemp("site") / "site"
+    summary = microscope(root, out, layers="all", modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
+    return out, summary
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _maxima(paths: list[Path]) -> dict[str, np.ndarray]:
+    """Each layer's full output per image, straight from the model: {layer: (N, C, ...)}."""
+    net = tiny_model(head=True).model
+    outputs: dict[str, list] = {name: [] for name in LAYERS}
+    with torch.no_grad():
+        for path in paths:
+            x = TRANSFORM(Image.open(path).convert("RGB"))[None]
+            conv1 = net.features[0](x)
+            conv2 = net.features[3](net.features[2](torch.relu(conv1)))
+            head = net.head(torch.flatten(torch.relu(conv2), 1))
+            for name, value in zip(LAYERS, (conv1, conv2, head)):
+                outputs[name].append(value[0].numpy())
+    return {name: np.stack(values) for name, values in outputs.items()}
+
+
+def brute_force(paths: list[Path], root: Path, labels: dict[str, str]) -> dict[str, dict[str, list[dict]]]:
+    """Top-k per channel by a plain sort of every image's first maximum (ties: earlier image first)."""
+    tables = {}
+    for name, maps in _maxima(paths).items():
+        table = {}
+        for channel in range(maps.shape[1]):
+            scored = []
+            for index, path in enumerate(paths):
+                plane = maps[index, channel]
+                where = int(np.argmax(plane.ravel()))
+                y, x = divmod(where, plane.shape[-1]) if plane.ndim == 2 else (None, None)
+                value = float(plane.ravel()[where])
+                image = path.relative_to(root).as_posix()
+                scored.append((-value, index, {"image": image, "y": y, "x": x, "value": value,
+                                               "label": labels.get(image)}))
+            table[str(channel)] = [entry for _, _, entry in sorted(scored, key=lambda s: s[:2])[:K]]
+        tables[name] = table
+    return tables
+
+
+def _labels(path: Path) -> dict[str, str]:
+    return dict(line.split("\t") for line in path.read_text().splitlines()[1:])
+
+
+def _unit_entries(page: str) -> list[dict]:
+    """image, label, position and value of each entry, as the unit page shows them."""
+    found = []
+    for caption in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.S):
+        image = unescape(re.search(r'class="image">(.*?)</span>', caption).group(1))
+        label = re.search(r'class="label">(.*?)</span>', caption)
+        where = re.search(r'class="where">\((\d+), (\d+)\)</span>', caption)
+        value = float(re.search(r'class="value">(.*?)</span>', caption).group(1))
+        found.append({"image": image, "label": unescape(label.group(1)) if label else None,
+                      "y": int(where.group(1)) if where else None, "x": int(where.group(2)) if where else None,
+                      "value": value})
+    return found
+
+
+def test_every_page_matches_a_brute_force_top_k(site, images):
+    out, summary = site
+    root, paths, labels_file = images
+    labels = _labels(labels_file)
+    expected = brute_force(paths, root, labels)
+    results = json.loads((out / "data" / "top9.json").read_text())
+    assert results["images"] == len(paths) == summary.images
+    assert results["modes"] == MODES and results["k"] == K
+    index = (out / "index.html").read_text()
+    for name, folder in LAYERS.items():
+        assert results["layers"][name] == expected[name]
+        layer_page = (out / folder / "index.html").read_text()
+        tiles = re.findall(r'<a class="tile( dead)?" href="(\d+)\.html" data-channel="(\d+)" data-peak="([^"]*)" '
+                           r'data-selectivity="([^"]*)"', layer_page)
+        assert [int(t[2]) for t in tiles] == list(range(len(expected[name])))  # every unit, in channel order
+        dead_count = 0
+        for dead, _, channel, peak, selectivity in tiles:
+            entries = expected[name][channel]
+            assert float(peak) == pytest.approx(entries[0]["value"], rel=1e-6)
+            assert bool(dead) == (entries[0]["value"] <= 0)
+            dead_count += bool(dead)
+            top_labels = [e["label"] for e in entries]
+            most = max(top_labels.count(label) for label in set(top_labels) if label is not None)
+            assert float(selectivity) == pytest.approx(most / K)
+            shown = _unit_entries((out / folder / f"{channel}.html").read_text())
+            assert len(shown) == K
+            for got, want in zip(shown, entries):
+                assert (got["image"], got["label"], got["y"], got["x"]) == (
+                    want["image"], want["label"], want["y"], want["x"])
+                assert got["value"] == pytest.approx(want["value"], rel=1e-5, abs=1e-9)
+        assert f"<td>{dead_count / len(tiles):.0%}</td>" in index
+
+
+def test_histograms_count_every_image_in_its_bin(site, images):
+    out, _ = site
+    _, paths, _ = images
+    results = json.loads((out / "data" / "top9.json").read_text())
+    for name, maps in _maxima(paths).items():
+        per_image = maps.reshape(maps.shape[0], maps.shape[1], -1).max(2)  # (N, C)
+        for channel in range(maps.shape[1]):
+            hist = results["histograms"][name][str(channel)]
+            start, width, counts = hist["start"], hist["width"], hist["counts"]
+            assert sum(counts) == len(paths) and len(counts) <= BINS
+            assert width == 2.0 ** round(np.log2(width))  # a power of two
+            bins = np.floor((per_image[:, channel].astype(np.float64) - start) / width).astype(int)
+            assert np.bincount(bins, minlength=len(counts)).tolist() == counts
+            page = (out / LAYERS[name] / f"{channel}.html").read_text()
+            assert page.count("<rect ") == len(counts)
+
+
+def test_histograms_do_not_depend_on_order_or_batching():
+    values = torch.randn(6, 200, generator=torch.Generator().manual_seed(3)) * torch.tensor(
+        [1e-3, 1, 10, 1e3, 0, 1])[:, None]
+    values[5, :50] = float("nan")
+    whole = Histograms.of(values)
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(4))
+    pieces = Histograms.empty(6)
+    for chunk in order.split(7):
+        pieces = pieces.merged(Histograms.of(values[:, chunk]))
+    assert torch.equal(pieces.counts, whole.counts) and torch.equal(pieces.exponent, whole.exponent)
+    assert whole.counts.sum(1).tolist() == [200, 200, 200, 200, 200, 150]
+    for channel in range(6):  # the narrowest power-of-two bins that span the values
+        entry = whole.entry(channel)
+        finite = values[channel][torch.isfinite(values[channel])].double()
+        span = (finite.max() / entry["width"]).floor() - (finite.min() / entry["width"]).floor()
+        assert span < BINS
+        if channel != 4:  # all-equal values sit in one bin of the narrowest width
+            assert (finite.max() / (entry["width"] / 2)).floor() - (finite.min() / (entry["width"] / 2)).floor() >= BINS
+
+
+def test_incremental_build_computes_only_what_is_new_and_equals_one_build(site, images, tmp_path):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    first = microscope(root, out, layers=["conv1_1"], modes=["deconvnet"], labels=labels, model=tiny_model(head=True),
+                       **SETTINGS)
+    assert first.scanned == ["features.0"] and first.projected == 4
+    second = microscope(root, out, layers="all", modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
+    assert second.scanned == ["features.3", "head"]
+    assert second.projected == 4 + 2 * (6 + 5)  # conv1_1 in guided mode, the two new layers in both
+    again = microscope(root, out, layers=["logits"], modes=["guided"], labels=labels, model=tiny_model(head=True),
+                       **SETTINGS)
+    assert again.scanned == [] and again.projected == 0 and again.layers == list(LAYERS)
+    assert _tree(out) == _tree(reference)
+
+
+def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, monkeypatch):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+
+    def stop_at(count):
+        calls = []
+
+        def hook(*args):
+            calls.append(args)
+            if len(calls) == count:
+                raise KeyboardInterrupt
+        return hook
+
+    build = dict(layers="all", modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
+    monkeypatch.setattr(scan_module, "on_batch", stop_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        microscope(root, out, **build)
+    assert (out / "data" / ".scan-checkpoint.pt").exists()
+    monkeypatch.setattr(scan_module, "on_batch", None)
+    monkeypatch.setattr(thumbnails_module, "on_unit", stop_at(7))
+    with pytest.raises(KeyboardInterrupt):
+        microscope(root, out, **build)
+    assert not (out / "data" / ".scan-checkpoint.pt").exists()
+    monkeypatch.setattr(thumbnails_module, "on_unit", None)
+    (out / "conv1_1" / "img" / ".3.guided.jpg.0123abcd.tmp").write_bytes(b"left by a killed run")
+    (out / "data" / ".conv2_1.json.0123abcd.tmp").write_bytes(b"left by a killed run")
+    summary = microscope(root, out, **build)
+    assert summary.scanned == [] and summary.projected == 2 * (4 + 6 + 5) - 7
+    assert not list(out.rglob("*.tmp"))
+    assert _tree(out) == _tree(reference)
+
+
+def test_other_settings_are_refused_and_restart_rebuilds(site, images, tmp_path):
+    root, _, labels = images
+    out = tmp_path / "site"
+    microscope(root, out, layers=["conv1_1"], labels=labels, model=tiny_model(head=True), **SETTINGS)
+    with pytest.raises(DeconvError, match="other settings .*different k.*--restart"):
+        microscope(root, out, layers=["conv1_1"], labels=labels, model=tiny_model(head=True),
+                   **{**SETTINGS, "k": 3})
+    summary = microscope(root, out, layers=["conv1_1"], labels=labels, model=tiny_model(head=True), restart=True,
+                         **{**SETTINGS, "k": 3})
+    assert summary.scanned == ["features.0"]
+    assert len(_unit_entries((out / "conv1_1" / "0.html").read_text())) == 3
+
+
+def test_labels_from_sub_folders_and_the_command_line(tmp_path, capsys):
+    for label, colour in (("red", (250, 0, 0)), ("blue", (0, 0, 250))):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), tuple(max(c - 40 * i, 0) for c in colour)).save(
+                tmp_path / "photos" / label / f"{i}.png")
+    status = main(["microscope", str(tmp_path / "photos"), "-o", str(tmp_path / "site"), "--layers", "conv1_1",
+                   "--k", "2", "--weights", "random", "--workers", "0", "--modes", "deconvnet,guided"])
+    assert status == 0, capsys.readouterr().err
+    assert "1 layer over 6 images: scanned 1 layer, projected 128 units" in capsys.readouterr().out
+    results = json.loads((tmp_path / "site" / "data" / "top9.json").read_text())
+    assert results["labels"] == {f"{label}/{i}.png": label for label in ("blue", "red") for i in range(3)}
+    assert all(entry["label"] == entry["image"].split("/")[0]
+               for entries in results["layers"]["features.0"].values() for entry in entries)
+
+
+def test_activations_of_a_layer_before_an_in_place_relu_are_not_rectified():
+    """conv1_1 requested with a deeper layer: its output must be copied before relu1_1 overwrites it."""
+    from deconvnet.engine import Deconvnet
+
+    net = tiny_model(head=True).model
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 255
+    with torch.no_grad():
+        expected = net.features[0](x)
+    assert (expected < 0).any()
+    with Deconvnet(net) as dn:
+        got = dn.activations(x, ["features.0", "head"])["features.0"]
+    torch.testing.assert_close(got, expected)
+
+
+def test_labels_from_a_tsv_with_a_header(tmp_path):
+    from deconvnet.microscope.labels import read_labels
+
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("file\twnid\tclass_index\tclass_name\nn01_tench.jpg\tn01\t0\ttench\nb.jpg\tn02\t1\tgoldfish\n")
+    assert read_labels(["n01_tench.jpg", "sub/b.jpg", "c.jpg"], manifest, True) == {
+        "n01_tench.jpg": "tench", "sub/b.jpg": "goldfish"}
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("a.jpg\tcat\n\n# a comment\nb.jpg\tdog\n")
+    assert read_labels(["a.jpg", "b.jpg"], plain, True) == {"a.jpg": "cat", "b.jpg": "dog"}
+    plain.write_text("a.jpg\n")
+    with pytest.raises(DeconvError, match="line 1: expected 'file<TAB>label'"):
+        read_labels(["a.jpg"], plain, True)

@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 
 # Commands that live in their own module under deconvnet/commands/: each module defines
 # add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sanity",)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -143,7 +143,7 @@ def _randomize(model: nn.Module, step: RandomizationStep, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name in step.modules:
-            model.get_submodule(name).reset_parameters()
+            model.get_submodule(name).reset_parameters()  # type: ignore[operator]
 
 
 # ------------------------------------------------------------------ the result
@@ -204,9 +204,9 @@ class SanityResult:
             line += (f"; another channel's map {float(self.mean(chosen['other_channel']['spearman_abs'])):.2f}, "
                      f"a random seed's {float(self.mean(chosen['random_seed']['spearman_abs'])):.2f}")
             if self.classes is not None:
-                classes = self.classes[mode]
-                line += (f"; top-1 class vs a random class {float(self.mean(classes['random_class']['spearman_abs'])):.2f}"
-                         f", vs the lowest {float(self.mean(classes['lowest_class']['spearman_abs'])):.2f}")
+                random_class = float(self.mean(self.classes[mode]["random_class"]["spearman_abs"]))
+                lowest = float(self.mean(self.classes[mode]["lowest_class"]["spearman_abs"]))
+                line += f"; top-1 class vs a random class {random_class:.2f}, vs the lowest {lowest:.2f}"
             lines.append(line)
         return lines
 
@@ -371,7 +371,7 @@ def sanity_check(
                          "lowest_class": scores.argmin(1).tolist()}
 
     projections = 1 + 2 * len(steps) + 2 + (2 if classifier else 0)
-    if classifier and channels != class_choices["top1"]:
+    if class_choices is not None and channels != class_choices["top1"]:
         projections += 1
     bar = tqdm(total=projections * len(modes) * count, desc="sanity", unit="map", disable=not progress, leave=False)
     project = _Projector(x, modes, batch_size, bar)

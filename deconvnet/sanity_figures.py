@@ -21,10 +21,10 @@ from .similarity import MEASURE_LABELS, MEASURES
 
 MODE_COLOURS = {"deconvnet": "tab:blue", "guided": "tab:orange", "backprop": "tab:green"}
 COMPARISON_LABELS = {
-    "other_channel": "another channel",
+    "other_channel": "another\nchannel",
     "random_seed": "random seed\nover the layer",
-    "random_class": "a random class",
-    "lowest_class": "the lowest class",
+    "random_class": "a random\nclass",
+    "lowest_class": "the lowest\nclass",
 }
 
 
@@ -40,6 +40,15 @@ def _target(result: SanityResult) -> str:
 def _title(result: SanityResult, what: str) -> str:
     model = f"{result.model} " if result.model else ""
     return f"{model}{_target(result)}: {what}"
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    """The standard deviation over images (axis 0), ignoring empty maps; 0 where none is left."""
+    finite = np.isfinite(values)
+    count = np.maximum(finite.sum(0), 1)
+    filled = np.where(finite, values, 0.0)
+    mean = filled.sum(0) / count
+    return np.sqrt((np.where(finite, values - mean, 0.0) ** 2).sum(0) / count)
 
 
 def _show(ax, image: np.ndarray, title: str | None = None, fontsize: float = 8) -> None:
@@ -86,10 +95,8 @@ def curves_figure(result: SanityResult) -> Figure:
             ax = axes[row, col]
             for mode in result.modes:
                 values = table[mode][measure]  # (images, steps)
-                with np.errstate(all="ignore"):
-                    mean = np.concatenate([[1.0], result.mean(values)])
-                    spread = np.concatenate([[0.0], np.nanstd(values, axis=0)]) if np.isfinite(values).any() \
-                        else np.zeros(len(ticks))
+                mean = np.concatenate([[1.0], result.mean(values)])
+                spread = np.concatenate([[0.0], _spread(values)])
                 colour = MODE_COLOURS.get(mode)
                 ax.plot(positions, mean, marker="o", markersize=3, label=mode, color=colour)
                 ax.fill_between(positions, mean - spread, mean + spread, alpha=0.2, color=colour, linewidth=0)
@@ -118,7 +125,7 @@ def selectivity_figure(picture: np.ndarray, result: SanityResult) -> Figure:
     figure = Figure(figsize=(max(1.6 * columns, 4.0 * len(MEASURES) * 0.8), 1.6 * len(result.modes) + 3.6),
                     layout="constrained")
     FigureCanvasAgg(figure)
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1.6 * len(result.modes), 3.2])
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.6 * len(result.modes), 3.2])  # type: ignore[misc]
     axes = top.subplots(len(result.modes), columns, squeeze=False)
     for row, mode in enumerate(result.modes):
         _show(axes[row, 0], picture, "input" if row == 0 else None)
@@ -132,8 +139,7 @@ def selectivity_figure(picture: np.ndarray, result: SanityResult) -> Figure:
             tables = [result.classes[mode][c] if c in ("random_class", "lowest_class") and result.classes
                       else result.selectivity[mode][c] for c in comparisons]
             means = [float(result.mean(t[measure])) for t in tables]
-            with np.errstate(all="ignore"):
-                spreads = [float(np.nanstd(t[measure])) if np.isfinite(t[measure]).any() else 0.0 for t in tables]
+            spreads = [float(_spread(t[measure])) for t in tables]
             ax.bar(np.arange(len(comparisons)) + (index - (len(result.modes) - 1) / 2) * width, means, width,
                    yerr=spreads, label=mode, color=MODE_COLOURS.get(mode), capsize=2)
         ax.axhline(0.0, color="grey", linewidth=0.6)

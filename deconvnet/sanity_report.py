@@ -79,7 +79,9 @@ def sanity(
     if isinstance(channel, str) and channel != TOP1:
         channel = class_index(channel, loaded.categories, loaded.name)
         target_name = loaded.categories[channel] if loaded.categories else None
-    tensors, names, skipped = [], [], []
+    tensors: list[torch.Tensor] = []
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for path in paths:
         if limit is not None and len(tensors) >= limit:
             break

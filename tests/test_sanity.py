@@ -12,7 +12,7 @@ from torch import nn
 from deconvnet import DeconvError
 from deconvnet.cli import main
 from deconvnet.sanity import randomization_steps, sanity_check
-from deconvnet.similarity import MEASURES, ReducedMap, compare, reduce_map, require_analysis
+from deconvnet.similarity import MEASURES, compare, reduce_map, require_analysis
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--steps", choices=("auto", "layer", "block"), default="auto",
                         help="randomize one layer per step, or one residual block/stage per step; auto (default): "
                              "layers up to 30 steps, blocks beyond")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-initializations and random picks (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the re-initializations and random picks (default 0)")
     parser.add_argument("--limit", type=int, default=16, help="use the first N images (default 16; 0: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per projection (default 8)")
     _add_model_options(parser)

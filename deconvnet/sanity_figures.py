@@ -12,6 +12,8 @@ them: the sum of |value| over the colour channels, clipped at the 99th percentil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -76,7 +78,7 @@ def randomization_figure(picture: np.ndarray, result: SanityResult) -> Figure:
             title = ("intact" if key == "intact" else key.split(":", 1)[1]) if row == 0 else None
             _show(axes[row, col], result.example_maps[mode][key], title, fontsize=7)
     figure.suptitle(_title(result, f"cascading randomization from the top layer down, on image "
-                                   f"{result.images[result.example]}"), fontsize=10)
+                                   f"{Path(result.images[result.example]).name}"), fontsize=10)
     return figure
 
 
@@ -150,6 +152,6 @@ def selectivity_figure(picture: np.ndarray, result: SanityResult) -> Figure:
     bars[0].set_ylabel("similarity to the target's map\n(top-1 class's for the classes)", fontsize=8)
     bars[0].legend(fontsize=7)
     figure.suptitle(_title(result, f"unit selectivity{' and class sensitivity' if result.classes else ''}, "
-                                   f"maps of image {result.images[result.example]}, bars: mean over "
+                                   f"maps of image {Path(result.images[result.example]).name}, bars: mean over "
                                    f"{len(result.images)} images"), fontsize=10)
     return figure

@@ -11,7 +11,7 @@ summary quoted in the README and writes the full numbers to assets/readme-sanity
 
 from __future__ import annotations
 
-import shutil
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +24,14 @@ from deconvnet.sanity_report import sanity
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SKIMAGE_PHOTOS = ("camera", "horse", "hubble_deep_field", "retina", "brick")
+
+
+def shrink(source: Path, destination: Path, scale: float = 0.6) -> None:
+    """A smaller copy for the repository: scaled down and reduced to a 256-colour palette."""
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        small = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+        small.quantize(256).save(destination, optimize=True)
 
 
 def main() -> None:
@@ -41,9 +49,11 @@ def main() -> None:
         started = time.perf_counter()
         report = sanity(photos, out, layer="logits", channel="top1", model="efficientnet-lite0", seed=0)
         print(f"{len(photos)} photos in {time.perf_counter() - started:.0f} s")
-        for name in ("randomization", "curves", "selectivity"):
-            shutil.copyfile(out / f"{name}.png", ASSETS / f"readme-sanity-lite0-{name}.png")
-        shutil.copyfile(out / "sanity.json", ASSETS / "readme-sanity.json")
+        for name in ("randomization", "curves"):  # the selectivity numbers are a table in the README
+            shrink(out / f"{name}.png", ASSETS / f"readme-sanity-lite0-{name}.png")
+        numbers = json.loads((out / "sanity.json").read_text())
+        numbers["images"] = [Path(path).name for path in numbers["images"]]  # not the temporary folder
+        (ASSETS / "readme-sanity.json").write_text(json.dumps(numbers) + "\n")
     print("\n".join(report.result.summary()))
 
 

@@ -187,3 +187,18 @@ def test_the_command_rejects_a_channel_out_of_range(tmp_path, capsys):
     status = main(["sanity", "--layer", "relu1_2", "--channel", "999", str(ASSETS / "cat.jpg"), "-o", str(tmp_path)])
     assert status == 2
     assert "channel 999 is out of range" in capsys.readouterr().err
+
+
+def test_steps_by_block_for_residual_networks():
+    import torchvision
+
+    from deconvnet.efficientnet_lite import EfficientNetLite0
+
+    resnet = torchvision.models.resnet18().eval()
+    blocks = [f"layer{stage}.{index}" for stage in (4, 3, 2, 1) for index in (1, 0)]
+    assert [s.name for s in randomization_steps(resnet, "fc", "block")] == ["fc", *blocks, "conv1"]
+    by_layer = randomization_steps(resnet, "fc", "auto")  # 21 layers: one per step
+    assert len(by_layer) == 21 and by_layer[-1].modules == ("conv1", "bn1")
+    assert ("layer2.0.downsample.0", "layer2.0.downsample.1") in [s.modules for s in by_layer]
+    lite0 = randomization_steps(EfficientNetLite0().eval(), "logits")  # 80 layers: one block per step
+    assert [s.name for s in lite0] == ["_fc", "_conv_head", *[f"_blocks.{i}" for i in range(15, -1, -1)], "_conv_stem"]

@@ -24,7 +24,7 @@ from .similarity import MEASURE_LABELS, MEASURES
 MODE_COLOURS = {"deconvnet": "tab:blue", "guided": "tab:orange", "backprop": "tab:green"}
 COMPARISON_LABELS = {
     "other_channel": "another\nchannel",
-    "random_seed": "random seed\nover the layer",
+    "random_seed": "random seed\n(whole layer)",
     "random_class": "a random\nclass",
     "lowest_class": "the lowest\nclass",
 }

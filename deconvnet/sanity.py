@@ -182,6 +182,7 @@ class SanityResult:
     class_choices: dict[str, list[int]] | None  # "top1", "random_class", "lowest_class" -> per image
     example: int  # the image whose maps are kept for the figures
     example_maps: dict[str, dict[str, np.ndarray]] = field(repr=False)  # mode -> "intact", step names, ... -> (H, W)
+    inactive: list[int] = field(default_factory=list)  # images where the target's activation is 0: empty maps
     seconds: float = 0.0
     model: str | None = None
     target_name: str | None = None  # the class's name, for a named class
@@ -230,7 +231,8 @@ class SanityResult:
         return clean({
             "model": self.model, "layer": self.layer, "alias": self.alias, "classifier": self.classifier,
             "target_name": self.target_name, "modes": list(self.modes), "measures": list(MEASURES),
-            "images": self.images, "channels": self.channels, "seed": self.seed, "grouping": self.grouping,
+            "images": self.images, "channels": self.channels, "inactive": self.inactive,
+            "seed": self.seed, "grouping": self.grouping,
             "steps": [{"name": n, "modules": m} for n, m in zip(self.steps, self.step_modules)],
             "seconds": round(self.seconds, 2),
             "cascading": {"per_image": self.cascading, "mean": means(self.cascading)},
@@ -362,6 +364,8 @@ def sanity_check(
     classifier = scores.dim() == 2
     width = scores.shape[1]
     channels = _target_channels(channel, scores, target.name)
+    strongest = scores[torch.arange(count), torch.tensor(channels)].reshape(count, -1).amax(1)  # (N,)
+    inactive = [i for i in range(count) if float(strongest[i]) == 0.0]
     generator = torch.Generator().manual_seed(seed)
     other_channels = [_other(c, width, generator) for c in channels]
     class_choices = None
@@ -433,6 +437,7 @@ def sanity_check(
         steps=[s.name for s in steps], step_modules=[list(s.modules) for s in steps], grouping=grouping, seed=seed,
         cascading=cascading, independent=independent, selectivity=selectivity, classes=classes,
         other_channels=other_channels, class_choices=class_choices, example=example, example_maps=example_maps,
+        inactive=inactive,
         seconds=time.perf_counter() - started,
     )
 

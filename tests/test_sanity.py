@@ -147,7 +147,7 @@ def test_the_users_model_is_untouched_and_a_seed_gives_identical_results():
     other = sanity_check(model, x, layer="8", channel="top1", seed=8, modes=("backprop",), progress=False)
     assert not np.allclose(other.cascading["backprop"]["spearman_abs"],
                            first.cascading["backprop"]["spearman_abs"], equal_nan=True)
-    assert first.class_choices["top1"] == first.channels
+    assert first.class_choices["top1"] == first.channels and first.inactive == []
     assert first.classes is not None and set(first.classes["guided"]) == {"random_class", "lowest_class"}
 
 
@@ -181,6 +181,17 @@ def test_the_command_writes_figures_and_json(tmp_path, capsys):
     assert [s["name"] for s in data["steps"]] == ["conv1_2", "conv1_1"]
     assert len(data["cascading"]["per_image"]["guided"]["ssim"][0]) == 2
     assert "guided: after randomizing all 2 steps, rank correlation with the intact map" in printed
+    assert data["inactive"] == [] and "not active" not in printed
+
+
+def test_a_unit_inactive_on_an_image_is_reported():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([0.0, 1.0]))  # channel 0 is 0 everywhere
+    result = sanity_check(model, torch.rand(2, 1, 8, 8), layer="1", channel=0, modes=("guided",), progress=False)
+    assert result.inactive == [0, 1]
+    assert np.isnan(result.cascading["guided"]["spearman_abs"]).all()
 
 
 def test_the_command_rejects_a_channel_out_of_range(tmp_path, capsys):

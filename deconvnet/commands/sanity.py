@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
           f"{len(result.steps)} randomization steps ({result.grouping}), {result.seconds:.0f}s")
     for line in result.summary():
         print(line)
+    if result.inactive:
+        print(f"note: the target is not active on {len(result.inactive)} of the {len(result.images)} images "
+              f"(activation 0), so its maps there are empty and left out; try another channel or other images")
     if report.skipped:
         print(f"skipped {len(report.skipped)} unreadable files")
     print(f"wrote {', '.join(str(path) for path in report.outputs)}")

@@ -194,13 +194,21 @@ class SanityResult:
             return np.where(finite.any(0), np.nansum(scores, 0) / np.maximum(finite.sum(0), 1), np.nan)
 
     def summary(self) -> list[str]:
-        """One line per mode: the rank correlation after randomizing everything, and selectivity."""
-        last = {mode: float(self.mean(self.cascading[mode]["spearman_abs"])[-1]) for mode in self.modes}
+        """One line per mode: the rank correlation after randomizing everything (or as deep as the
+        maps stay non-empty: a randomized plain network can silence the target), and selectivity."""
+        means = {mode: self.mean(self.cascading[mode]["spearman_abs"]) for mode in self.modes}
+        finite = [k for k in range(len(self.steps)) if all(np.isfinite(means[m][k]) for m in self.modes)]
+        depth = finite[-1] if finite else len(self.steps) - 1
+        if depth == len(self.steps) - 1:
+            where = f"after randomizing all {len(self.steps)} steps"
+        else:
+            where = (f"after randomizing {depth + 1} of {len(self.steps)} steps (down to {self.steps[depth]}; deeper, "
+                     f"the target is silent and its maps empty)")
         lines = []
         for mode in self.modes:
-            others = ", ".join(f"{m}: {last[m]:.2f}" for m in self.modes if m != mode)
-            line = (f"{mode}: after randomizing all {len(self.steps)} steps, rank correlation with the intact map "
-                    f"{last[mode]:.2f}" + (f" ({others})" if others else ""))
+            others = ", ".join(f"{m}: {means[m][depth]:.2f}" for m in self.modes if m != mode)
+            line = (f"{mode}: {where}, rank correlation with the intact map "
+                    f"{means[mode][depth]:.2f}" + (f" ({others})" if others else ""))
             chosen = self.selectivity[mode]
             line += (f"; another channel's map {float(self.mean(chosen['other_channel']['spearman_abs'])):.2f}, "
                      f"a random seed's {float(self.mean(chosen['random_seed']['spearman_abs'])):.2f}")

@@ -324,6 +324,7 @@ def sanity_check(
     batch_size: int = DEFAULT_BATCH_SIZE,
     example: int = 0,
     images: Sequence[str] | None = None,
+    independently: bool = True,
     progress: bool = True,
 ) -> SanityResult:
     """Cascading and independent randomization, unit selectivity and class sensitivity of the maps.
@@ -335,7 +336,8 @@ def sanity_check(
     step (``randomization_steps``) with their own ``reset_parameters``, seeded by ``seed``
     and the step's index, so cascading and independent randomization use the same weights
     for a step and a run is reproducible. A class-sensitivity check is added when the
-    target layer is 1-D (class scores).
+    target layer is 1-D (class scores). ``independently=False`` skips the independent
+    randomization (``independent`` is then empty), which halves the work.
 
     >>> loaded = deconvnet.load("efficientnet-lite0")                               # doctest: +SKIP
     >>> r = sanity_check(loaded.model, x, layer="logits", channel="top1")           # doctest: +SKIP
@@ -382,7 +384,7 @@ def sanity_check(
         class_choices = {"top1": top1, "random_class": [_other(c, width, generator) for c in top1],
                          "lowest_class": scores.argmin(1).tolist()}
 
-    projections = 1 + 2 * len(steps) + 2 + (2 if classifier else 0)
+    projections = 1 + (2 if independently else 1) * len(steps) + 2 + (2 if classifier else 0)
     if class_choices is not None and channels != class_choices["top1"]:
         projections += 1
     bar = tqdm(total=projections * len(modes) * count, desc="sanity", unit="map", disable=not progress, leave=False)
@@ -407,13 +409,13 @@ def sanity_check(
                 example_maps[mode]["intact"] = intact[mode][example].absolute
 
             cascading = {mode: _scores(count, len(steps)) for mode in modes}
-            independent = {mode: _scores(count, len(steps)) for mode in modes}
+            independent = {mode: _scores(count, len(steps)) for mode in modes} if independently else {}
             pristine = copy.deepcopy(working.state_dict())
             for k, step in enumerate(steps):
                 _randomize(working, step, _step_seed(seed, k))
                 compared(intact, project(working, target.name, channels), cascading, k, f"cascading:{step.name}")
             working.load_state_dict(pristine)
-            for k, step in enumerate(steps):
+            for k, step in enumerate(steps if independently else []):
                 _randomize(working, step, _step_seed(seed, k))
                 compared(intact, project(working, target.name, channels), independent, k,
                          f"independent:{step.name}")

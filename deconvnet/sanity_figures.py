@@ -87,12 +87,13 @@ def curves_figure(result: SanityResult) -> Figure:
 
     Top row: cascading (step k randomizes the first k steps); bottom: each step alone.
     """
-    figure = Figure(figsize=(4.2 * len(MEASURES), 8.0), layout="constrained")
+    kinds = [("cascading", result.cascading)] + ([("independent", result.independent)] if result.independent else [])
+    figure = Figure(figsize=(4.2 * len(MEASURES), 4.0 * len(kinds)), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, len(MEASURES), squeeze=False)
+    axes = figure.subplots(len(kinds), len(MEASURES), squeeze=False)
     ticks = ["intact"] + list(result.steps)
     positions = np.arange(len(ticks))
-    for row, (kind, table) in enumerate((("cascading", result.cascading), ("independent", result.independent))):
+    for row, (kind, table) in enumerate(kinds):
         for col, measure in enumerate(MEASURES):
             ax = axes[row, col]
             for mode in result.modes:

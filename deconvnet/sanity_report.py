@@ -56,6 +56,7 @@ def sanity(
     seed: int = 0,
     limit: int | None = DEFAULT_LIMIT,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    independently: bool = True,
     progress: bool = True,
 ) -> SanityReport:
     """Run the sanity checks on image files (or folders, or list files) and write
@@ -100,7 +101,7 @@ def sanity(
                           f"the sanity check batches them, so they need one size")
     x = torch.stack(tensors)  # (N, 3, H, W)
     result = sanity_check(loaded.model, x, layer=layer, channel=channel, modes=modes, grouping=grouping, seed=seed,
-                          batch_size=batch_size, images=names, progress=progress)
+                          batch_size=batch_size, images=names, independently=independently, progress=progress)
     result.model, result.target_name = loaded.name, target_name
     picture = loaded.transform.to_uint8(x[result.example])
 

@@ -171,7 +171,7 @@ def test_a_random_seed_over_a_linear_layer_projects_its_positive_weighting():
 
 def test_the_command_writes_figures_and_json(tmp_path, capsys):
     out = tmp_path / "out"
-    status = main(["sanity", "--layer", "relu1_2", "--channel", "3", "--modes", "guided,backprop",
+    status = main(["sanity", "--layer", "relu1_2", "--channel", "3", "--modes", "guided,backprop", "--no-independent",
                    str(ASSETS / "cat.jpg"), "-o", str(out)])
     printed = capsys.readouterr().out
     assert status == 0
@@ -180,6 +180,7 @@ def test_the_command_writes_figures_and_json(tmp_path, capsys):
     data = json.loads((out / "sanity.json").read_text())
     assert [s["name"] for s in data["steps"]] == ["conv1_2", "conv1_1"]
     assert len(data["cascading"]["per_image"]["guided"]["ssim"][0]) == 2
+    assert data["independent"]["per_image"] == {}
     assert "guided: after randomizing all 2 steps, rank correlation with the intact map" in printed
     assert data["inactive"] == [] and "not active" not in printed
 

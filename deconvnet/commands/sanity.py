@@ -28,6 +28,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--steps", choices=("auto", "layer", "block"), default="auto",
                         help="randomize one layer per step, or one residual block/stage per step; auto (default): "
                              "layers up to 30 steps, blocks beyond")
+    parser.add_argument("--no-independent", dest="independently", action="store_false",
+                        help="skip the independent randomization (one step at a time): half the work")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the re-initializations and random picks (default 0)")
     parser.add_argument("--limit", type=int, default=16, help="use the first N images (default 16; 0: all)")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = sanity(args.images, args.output, layer=args.layer, channel=args.channel, model=args.model,
                     weights=args.weights, modes=args.modes, grouping=args.steps, seed=args.seed,
-                    limit=args.limit or None, batch_size=args.batch_size)
+                    limit=args.limit or None, batch_size=args.batch_size, independently=args.independently)
     result = report.result
     print(f"{result.model} {result.layer}{f' ({result.alias})' if result.alias else ''}: {len(result.images)} images, "
           f"{len(result.steps)} randomization steps ({result.grouping}), {result.seconds:.0f}s")

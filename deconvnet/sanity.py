@@ -304,12 +304,30 @@ class _Projector:
         with Deconvnet(model) as dn:
             for start in range(0, self.x.shape[0], self.batch_size):
                 batch = self.x[start:start + self.batch_size]
-                units = [(i, int(channels[start + i]), None) for i in range(batch.shape[0])]
+                chosen = [int(c) for c in channels[start:start + batch.shape[0]]]
+                positions = _strongest(dn, batch, layer, chosen)
+                units = [(i, c, positions[i]) for i, c in enumerate(chosen)]
                 for mode in self.modes:
                     projection = dn.project_units(batch, layer, units, mode=mode)
                     maps[mode].extend(reduce_map(m) for m in projection.maps)  # (C, H, W) each
                     self.bar.update(batch.shape[0])
         return maps
+
+
+def _strongest(dn: Deconvnet, batch: Tensor, layer: str, channels: list[int]) -> list[tuple[int, int] | None]:
+    """The position of each image's channel's strongest unit (None for a 1-D layer).
+
+    Knowing it lets the engine project from the input window that feeds the unit only (2x
+    faster at VGG16's relu5_3, 7x at relu3_3); one forward pass serves all the modes.
+    """
+    activation = dn.activations(batch, [layer])[layer]  # (B, K, H, W) or (B, K)
+    if activation.dim() != 4:
+        return [None] * len(channels)
+    positions: list[tuple[int, int] | None] = []
+    for image, channel in enumerate(channels):
+        plane = activation[image, channel]
+        positions.append(divmod(int(plane.argmax()), plane.shape[1]))  # the first maximum, row-major
+    return positions
 
 
 def sanity_check(

@@ -298,6 +298,7 @@ class _Projector:
 
     def __init__(self, x: Tensor, modes: Sequence[str], batch_size: int, bar: tqdm) -> None:
         self.x, self.modes, self.batch_size, self.bar = x, modes, batch_size, bar
+        self.one_dimensional: set[str] = set()  # layers without positions: no forward pass to find them
 
     def __call__(self, model: nn.Module, layer: str, channels: Sequence[int]) -> dict[str, list[ReducedMap]]:
         maps: dict[str, list[ReducedMap]] = {mode: [] for mode in self.modes}
@@ -305,7 +306,10 @@ class _Projector:
             for start in range(0, self.x.shape[0], self.batch_size):
                 batch = self.x[start:start + self.batch_size]
                 chosen = [int(c) for c in channels[start:start + batch.shape[0]]]
-                positions = _strongest(dn, batch, layer, chosen)
+                positions = [None] * len(chosen) if layer in self.one_dimensional else (
+                    _strongest(dn, batch, layer, chosen))
+                if positions[0] is None:
+                    self.one_dimensional.add(layer)
                 units = [(i, c, positions[i]) for i, c in enumerate(chosen)]
                 for mode in self.modes:
                     projection = dn.project_units(batch, layer, units, mode=mode)

@@ -28,7 +28,9 @@ EXIT_STATUSES = f"""exit status:
 
 # Commands that live in their own module under deconvnet/commands/: each module defines
 # add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
-COMMAND_MODULES: tuple[str, ...] = ("correspondence", "evolution", "filters", "invariance", "microscope")
+COMMAND_MODULES: tuple[str, ...] = (
+    "correspondence", "evolution", "filters", "invariance", "microscope", "sanity",
+)
 
 
 class _Parser(argparse.ArgumentParser):

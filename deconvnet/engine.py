@@ -9,7 +9,8 @@ convolution's own weights. The three modes differ only at the ReLU (see rules.RE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+import operator
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.fx as fx
@@ -18,9 +19,7 @@ from torch import Tensor, nn
 from .errors import DeconvError
 from .graph import Layer, LayerGraph
 from .receptive import Box, ReceptiveField, receptive_fields
-from .rules import (
-    FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Mirror, check_mode, supported_operations, take_rows,
-)
+from .rules import Adjoint, Mirror, Unsupported, check_mode, operation_of, relu_rule, supported_operations, take_rows
 
 
 BACKWARD_CHUNK = 16  # units carried down together
@@ -44,30 +43,28 @@ class Projection:
     layer: Layer
 
 
-class _Unsupported:
-    """Stands in the mirror for an operation with no rule; raising only if a projection crosses it."""
-
-    def __init__(self, layer: Layer, reason: str) -> None:
-        self.layer, self.reason = layer, reason
-
-    def __repr__(self) -> str:
-        return f"Unsupported({self.layer.kind}: {self.reason})"
-
-
 class DeconvnetMirror(nn.Module):
     """The mirrored network, one backward step per forward operation, printed top-down."""
 
     def __init__(self, graph: LayerGraph) -> None:
         super().__init__()
-        self.steps: dict[fx.Node, Mirror | _Unsupported] = {}
+        self.steps: dict[fx.Node, Mirror | Unsupported] = {}
         self.names: dict[fx.Node, str] = {}
         modules = nn.ModuleList()
         for layer in graph.layers:
-            step = _build_mirror(layer)
+            if layer.is_container:
+                continue
+            step = _build_mirror(layer, graph)
             self.steps[layer.node], self.names[layer.node] = step, layer.name
             if isinstance(step, Mirror):
                 modules.append(step)
-        self.modules_ = modules  # registered so .to()/parameters() see the tied weights
+        self.modules_ = modules  # the steps hold no parameters: the user's weights are read, not registered
+        # in-place writes whose result nothing reads: the data flow does not show them
+        self.unseen = {node.args[0]: self.steps[node] for node in graph.graph.nodes
+                       if node in self.steps and node.args and isinstance(node.args[0], fx.Node) and not node.users
+                       and (node.target is operator.setitem or _in_place(node, graph))}
+        self.mutated = {node for node in graph.graph.nodes if any(_in_place(user, graph) and user.args
+                                                                   and user.args[0] is node for user in node.users)}
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}(  # from the top layer down to the pixels"]
@@ -76,20 +73,58 @@ class DeconvnetMirror(nn.Module):
         return "\n".join(lines + [")"])
 
 
-def _build_mirror(layer: Layer) -> Mirror | _Unsupported:
+def _build_mirror(layer: Layer, graph: LayerGraph) -> Mirror | Unsupported:
     node = layer.node
-    if layer.module is not None:
-        builder, key = MODULE_RULES.get(type(layer.module)), layer.module
-    elif node.op == "call_function":
-        builder, key = FUNCTION_RULES.get(node.target), None
-    else:
-        builder, key = METHOD_RULES.get(node.target), None
-    if builder is None:
-        return _Unsupported(layer, "no deconvnet rule for this operation")
+    where = f"{layer.name} ({layer.kind})"
+    target = node.target
+    if node.op == "call_function" and target is operator.setitem:
+        return Unsupported(f"{where} assigns into a tensor in place, which the recorded graph cannot follow")
+    owner = getattr(target, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        return Unsupported(f"{where} is a custom autograd Function: its backward is not a known rule")
+    in_kwargs: list[fx.Node] = []
+    fx.node.map_arg(node.kwargs, lambda n: in_kwargs.append(n) or n)
+    dynamic_kwargs = any(n in graph.dynamic for n in in_kwargs)  # hand-written mirrors read positional inputs
+    operation = operation_of(layer.module, node.op, target)
     try:
-        return builder(key) if key is not None else builder(node.args, node.kwargs)
+        if operation is None or dynamic_kwargs:
+            step: Mirror = Adjoint(layer.kind, inplace=_in_place(node, graph))
+        elif layer.module is not None:
+            step = operation.mirror(layer.module)
+        else:
+            step = operation.mirror(node.args, node.kwargs)
     except DeconvError as error:
-        return _Unsupported(layer, str(error))
+        return Unsupported(f"{where}: {error}")
+    if isinstance(step, Adjoint) and step.inplace and node.args and isinstance(node.args[0], fx.Node):
+        # The adjoint runs on a copy; a later reader of the overwritten input would miss the change.
+        if any(user is not node and _runs_after(user, node) for user in node.args[0].users):
+            return Unsupported(f"{where} changes its input in place and the input is read again later; "
+                               f"the recorded graph cannot follow that")
+    return step
+
+
+def _in_place(node: fx.Node, graph: LayerGraph) -> bool:
+    """Does ``node`` overwrite its first argument?"""
+    if node.op == "call_module":
+        return bool(getattr(graph.model.get_submodule(str(node.target)), "inplace", False))
+    if node.op == "call_method":
+        name = str(node.target)
+        return name.endswith("_") and not name.endswith("__")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return bool(node.kwargs.get("inplace")) or (
+            node.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv)) or (
+            name.endswith("_") and not name.endswith("__"))
+    return False
+
+
+def _runs_after(node: fx.Node, other: fx.Node) -> bool:
+    current = other.next
+    while current.op != "root":
+        if current is node:
+            return True
+        current = current.next
+    return False
 
 
 class Deconvnet:
@@ -236,42 +271,54 @@ class Deconvnet:
 
     def _record(self, x: Tensor, target: fx.Node, mode: str) -> tuple[Tensor, dict, set, set]:
         """Run the forward pass up to ``target``, keeping what each mirror step needs."""
+        rule = relu_rule(mode)
         order = self.graph.ancestors(target)
         last_use = {}
         for index, node in enumerate(order):
             for source in node.all_input_nodes:
                 last_use[source] = index
         modules = dict(self.graph.model.named_modules())
+        dynamic, mutated = self.graph.dynamic, self.mirror.mutated
         values: dict[fx.Node, Any] = {}
         saved: dict[fx.Node, Any] = {}
         tensors: set[fx.Node] = set()  # nodes whose value is a tensor
-        on_path: set[fx.Node] = set()  # ... and depends on the input
+        on_path: set[fx.Node] = set()  # ... or holds tensors, and depends on the input
+        for node in order:
+            writer = self.mirror.unseen.get(node)
+            if writer is not None and node is not target:
+                reason = writer.reason if isinstance(writer, Unsupported) else f"{writer!r} writes in place"
+                raise DeconvError(f"cannot project through {reason}. Supported operations: {supported_operations()}")
         for index, node in enumerate(order):
-            args = fx.node.map_arg(node.args, values.__getitem__)
-            kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
             if node.op == "placeholder":
                 values[node] = x
             elif node.op == "get_attr":
-                values[node] = _fetch_attribute(self.model, node.target)
+                values[node] = _fetch_attribute(self.model, str(node.target))
+            elif node not in dynamic:
+                values[node] = _execute(node, modules, values.__getitem__)
             else:
-                call = _callable(node, modules, args, kwargs)
-                if any(source in on_path for source in node.all_input_nodes):
-                    step = self.mirror.steps[node]
-                    if isinstance(step, _Unsupported):
-                        values[node] = call()
-                        if isinstance(values[node], Tensor):
-                            raise DeconvError(
-                                f"cannot project through {step.layer.name} ({step.layer.kind}): "
-                                f"{step.reason}. Supported operations: {supported_operations()}"
-                            )
-                    else:
-                        values[node], saved[node] = step.run(call, _flat(args), mode)
+                step = self.mirror.steps[node]
+                if isinstance(step, Unsupported):
+                    values[node] = _execute(node, modules, values.__getitem__)
+                    if _holds_tensors(values[node]):
+                        raise DeconvError(f"cannot project through {step.reason}. "
+                                          f"Supported operations: {supported_operations()}")
+                elif isinstance(step, Adjoint):
+                    inputs = {n: values[n] for n in node.all_input_nodes if n in on_path}
+
+                    def execute(feed: dict, node: fx.Node = node) -> Any:
+                        return _execute(node, modules, lambda n: feed[n] if n in feed else values[n])
+
+                    values[node], saved[node] = step.record(execute, inputs, {n for n in inputs if n in mutated})
+                    if node in mutated and isinstance(values[node], Tensor):
+                        values[node] = values[node].clone()  # a later in-place step must not touch the record
                 else:
-                    values[node] = call()
+                    args = fx.node.map_arg(node.args, values.__getitem__)
+                    values[node], saved[node] = step.run(
+                        lambda: _execute(node, modules, values.__getitem__), _flat(args), rule)
             if isinstance(values[node], Tensor):
                 tensors.add(node)
-                if node.op == "placeholder" or any(s in on_path for s in node.all_input_nodes):
-                    on_path.add(node)
+            if node in dynamic and _holds_tensors(values[node]):
+                on_path.add(node)
             for source in node.all_input_nodes:
                 if last_use.get(source) == index and source is not target:
                     values.pop(source, None)  # free activations nothing later reads
@@ -457,22 +504,42 @@ class Deconvnet:
         self, seed: Tensor, target: fx.Node, saved: dict, tensors: set, on_path: set, rows, mode: str
     ) -> Tensor:
         """Carry the seed down the mirror; signals meeting at a node (residual paths) add up."""
-        signals: dict[fx.Node, Tensor] = {target: seed}
+        rule = relu_rule(mode)
+        signals: dict[fx.Node, Any] = {target: seed}
         for node in reversed(self.graph.ancestors(target)):
             signal = signals.pop(node, None)
-            if signal is None or node is self.graph.input:
-                if node is self.graph.input:
-                    return signal if signal is not None else torch.zeros_like(seed)
+            if node is self.graph.input:
+                return signal if signal is not None else torch.zeros_like(seed)
+            if signal is None:
                 continue
             step = self.mirror.steps[node]
-            outputs = step(signal, take_rows(saved.get(node), rows), mode)
-            # A step answers one signal per tensor argument, in argument order.
-            sources = [n for n in _flat_nodes(node) if n in tensors]
-            assert len(outputs) == len(sources), (node, len(outputs), len(sources))
-            for source, contribution in zip(sources, outputs):
+            if isinstance(step, Adjoint):
+                arriving = list(step.backward(signal, saved[node], rows).items())
+            else:
+                outputs = step(signal, take_rows(saved.get(node), rows), rule)
+                # A step answers one signal per tensor argument, in argument order.
+                sources = [n for n in _flat_nodes(node) if n in tensors]
+                assert len(outputs) == len(sources), (node, len(outputs), len(sources))
+                arriving = list(zip(sources, outputs))
+            for source, contribution in arriving:
                 if source in on_path and contribution is not None:
-                    signals[source] = signals[source] + contribution if source in signals else contribution
+                    signals[source] = _add(signals.get(source), contribution)
         raise AssertionError("the traversal never reached the input")
+
+
+def _add(total: Any, contribution: Any) -> Any:
+    """Sum of two signals: tensors, or tuples of them (a chunk's pieces) where None means zero."""
+    if total is None:
+        return contribution
+    if contribution is None:
+        return total
+    if isinstance(total, Tensor):
+        return total + contribution
+    return type(total)(_add(a, b) for a, b in zip(total, contribution))
+
+
+def _holds_tensors(value: Any) -> bool:
+    return isinstance(value, Tensor) or (isinstance(value, (tuple, list)) and any(map(_holds_tensors, value)))
 
 
 def _union_box(a: Box, b: Box) -> Box:
@@ -499,14 +566,16 @@ def _flat_nodes(node: fx.Node) -> list[fx.Node]:
     return found
 
 
-def _callable(node: fx.Node, modules: dict[str, nn.Module], args, kwargs):
+def _execute(node: fx.Node, modules: dict[str, nn.Module], value_of: Callable[[fx.Node], Any]) -> Any:
+    """Run one graph operation on the values ``value_of`` gives for its input nodes."""
+    args = fx.node.map_arg(node.args, value_of)
+    kwargs = fx.node.map_arg(node.kwargs, value_of)
     if node.op == "call_module":
-        module = modules[node.target]
-        return lambda: module(*args, **kwargs)
+        return modules[str(node.target)](*args, **kwargs)
     if node.op == "call_function":
-        return lambda: node.target(*args, **kwargs)
+        return node.target(*args, **kwargs)  # type: ignore[operator]
     if node.op == "call_method":
-        return lambda: getattr(args[0], node.target)(*args[1:], **kwargs)
+        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
     raise AssertionError(f"unexpected node kind {node.op}")
 
 

@@ -141,12 +141,23 @@ def test_receptive_field_of_a_residual_block_is_the_union_of_its_paths():
         assert dn.receptive_field("add").size == (27, 27)
 
 
+class WritesInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        y.mul_(0.5)  # a change the data flow does not show: nothing reads mul_'s result
+        return self.b(y)
+
+
 def test_unsupported_operation_is_named_with_its_place():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3)).eval()
+    model = WritesInPlace().eval()
     with deconvnet.Deconvnet(model) as dn:
-        with pytest.raises(deconvnet.DeconvError, match=r"cannot project through 1 \(GELU\)"):
-            dn.project(torch.rand(1, 3, 12, 12), "2", 0)
-        assert dn.project(torch.rand(1, 3, 12, 12), "0", 0).shape == (1, 3, 12, 12)  # below it works
+        with pytest.raises(deconvnet.DeconvError, match=r"cannot project through .*mul_.*in place"):
+            dn.project(torch.rand(1, 3, 12, 12), "b", 0)
+        assert dn.project(torch.rand(1, 3, 12, 12), "a", 0).shape == (1, 3, 12, 12)  # below it works
 
 
 def test_untraceable_model_gets_a_clear_error():

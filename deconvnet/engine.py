@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import operator
+import re
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
@@ -223,12 +224,15 @@ class Deconvnet:
     def _failure(self, x: Tensor, layer: str, error: RuntimeError) -> DeconvError:
         """The model's own error, or, when the image is too small for the layer, the size it needs."""
         height, width = x.shape[-2:]
-        needed = self.minimum_input_size(layer, x.shape[1])
+        message = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+        # Only a shape complaint can mean "too small"; a CUDA error or a bug is reported as it is.
+        about_size = re.search(r"size|shape|dimension|kernel|too small|smaller|padding", message, re.IGNORECASE)
+        needed = self.minimum_input_size(layer, x.shape[1]) if about_size else None
         if needed is not None and min(height, width) < needed:
             return DeconvError(f"the input is {height}x{width} pixels, too small for layer {layer}: "
                                f"it needs at least {needed}x{needed}; use a larger image or an earlier layer")
         return DeconvError(f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
-                           f"{str(error).splitlines()[0]}")
+                           f"{message}")
 
     def _truncate(self, targets: list[fx.Node]) -> fx.GraphModule:
         """A compiled forward that runs only what ``targets`` need and returns their outputs."""
@@ -263,9 +267,11 @@ class Deconvnet:
             nan, infinite = int(x.isnan().sum()), int(x.isinf().sum())
             raise DeconvError(f"expected finite input values, received {nan} NaN and {infinite} infinite value(s) "
                               f"in an input of shape {tuple(x.shape)}; check the preprocessing that made it")
-        if self.model.training:
+        training = [name or type(self.model).__name__ for name, m in self.model.named_modules() if m.training]
+        if training:
+            which = "the model" if training[0] == type(self.model).__name__ else f"submodule {training[0]} of the model"
             raise DeconvError(
-                "the model is in training mode (dropout and batch statistics would change the result): "
+                f"{which} is in training mode (dropout and batch statistics would change the result): "
                 "call model.eval() first"
             )
 

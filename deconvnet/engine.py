@@ -18,7 +18,8 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from .errors import DeconvError
-from .graph import Layer, LayerGraph
+from .concrete import record_graph
+from .graph import Layer, LayerGraph, NotTraceable
 from .receptive import Box, ReceptiveField, receptive_fields
 from .rules import Adjoint, Mirror, Unsupported, check_mode, operation_of, relu_rule, supported_operations, take_rows
 
@@ -142,12 +143,54 @@ class Deconvnet:
     torch.Size([1, 3, 64, 64])
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.graph = LayerGraph(model)
+    def __init__(self, model: nn.Module, tracing: str = "auto") -> None:
+        if tracing not in ("auto", "symbolic", "concrete"):
+            raise DeconvError(f"unknown tracing {tracing!r}: expected auto, symbolic or concrete")
         self.model = model
-        self.mirror = DeconvnetMirror(self.graph)
-        self._fields = receptive_fields(self.graph)
-        self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
+        self._released = False
+        self._truncated: dict[tuple[str, ...], Callable] = {}
+        # A model torch.fx cannot trace is recorded from a real forward pass on each input
+        # (deconvnet/concrete.py): the graph then describes the path that input took.
+        self.concrete = tracing == "concrete"
+        if not self.concrete:
+            try:
+                self._attach(LayerGraph(model))
+            except NotTraceable as error:
+                if tracing == "symbolic":
+                    raise DeconvError(f"{error}; tracing='concrete' records a real forward pass instead") from error
+                self.concrete = True
+        if self.concrete:
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"expected a torch.nn.Module, received {type(model).__name__}")
+            self.graph = None  # type: ignore[assignment]
+            self.mirror = None  # type: ignore[assignment]
+            self._fields: dict[fx.Node, ReceptiveField] = {}
+
+    def _attach(self, graph: LayerGraph) -> None:
+        self.graph = graph
+        self.mirror = DeconvnetMirror(graph)
+        self._fields = receptive_fields(graph)
+        self._truncated = {}
+
+    def follow(self, x: Tensor) -> None:
+        """For a model recorded from real forward passes: record the path the model takes on ``x``.
+
+        Projections and activations do this themselves; call it before naming layers
+        (``dn.graph.layers``) of such a model. Nothing happens for a traced model.
+        """
+        if self.concrete and not self._released:
+            try:
+                graph, calls, _ = record_graph(self.model, x)
+            except RuntimeError as error:
+                raise DeconvError(f"the model failed on an input of shape {tuple(x.shape)}: "
+                                  f"{str(error).splitlines()[0] if str(error).strip() else error!r}") from error
+            self._attach(LayerGraph(self.model, traced=(graph, calls)))
+
+    def _recorded(self) -> LayerGraph:
+        if self.graph is None:
+            raise DeconvError(f"{type(self.model).__name__} is recorded from a real forward pass: project or "
+                              f"compute activations of an input first (or call follow(x))")
+        return self.graph
 
     # -- lifetime ---------------------------------------------------------------------
     def __enter__(self) -> "Deconvnet":
@@ -161,14 +204,15 @@ class Deconvnet:
         self._truncated.clear()
         self.mirror = None
         self._fields = {}
+        self._released = True
 
     # -- layers -----------------------------------------------------------------------
     def layer(self, name: str) -> Layer:
-        return self.graph.find(name)
+        return self._recorded().find(name)
 
     def receptive_field(self, layer: str) -> ReceptiveField:
         """The receptive field of ``layer``'s units in input pixels."""
-        return self._fields.get(self.graph.find(layer).node, ReceptiveField(None))
+        return self._fields.get(self._recorded().find(layer).node, ReceptiveField(None))
 
     def box(self, layer: str, position: tuple[int, int] | None, image_size: tuple[int, int]) -> Box:
         """The input rectangle seen by the unit at ``position`` (unclipped)."""
@@ -185,6 +229,7 @@ class Deconvnet:
         torch.Size([2, 128, 16, 16])
         """
         self._check_input(x)
+        self.follow(x)
         forward = self._forward_to(layers)
         # oneDNN's fastest layout on this CPU (1.4x for the scan). Projections keep the model's
         # own layout: a different summation order can flip a near-tie between max-pool switches.
@@ -234,8 +279,10 @@ class Deconvnet:
         return DeconvError(f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
                            f"{message}")
 
-    def _truncate(self, targets: list[fx.Node]) -> fx.GraphModule:
+    def _truncate(self, targets: list[fx.Node]) -> Callable:
         """A compiled forward that runs only what ``targets`` need and returns their outputs."""
+        if self.concrete:
+            return lambda x: self._interpret(x, targets)
         needed = set()
         for target in targets:
             needed.update(self.graph.ancestors(target))
@@ -254,8 +301,25 @@ class Deconvnet:
         graph.output(tuple(outputs))
         return fx.GraphModule(self.model, graph)
 
+    def _interpret(self, x: Tensor, targets: list[fx.Node]) -> tuple:
+        """The outputs of ``targets``, running the recorded graph node by node."""
+        modules = dict(self.model.named_modules())
+        values: dict[fx.Node, Any] = {}
+        kept: dict[fx.Node, Any] = {}
+        for node in self.graph.ancestors_of(targets):
+            if node.op == "placeholder":
+                values[node] = x
+            elif node.op == "get_attr":
+                values[node] = _fetch_attribute(self.model, str(node.target))
+            else:
+                values[node] = _execute(node, modules, values.__getitem__)
+            if node in targets:
+                value = values[node]
+                kept[node] = value.clone() if isinstance(value, Tensor) else value
+        return tuple(kept[t] for t in targets)
+
     def _check_input(self, x: Tensor) -> None:
-        if self.mirror is None:
+        if self._released:
             raise DeconvError("this Deconvnet was released; create a new one for further projections")
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), received {type(x).__name__}")
@@ -358,11 +422,13 @@ class Deconvnet:
         """
         check_mode(mode)
         self._check_input(x)
+        self.follow(x)
         target = self.graph.find(layer)
         if not units:
             raise DeconvError("expected at least one unit to project, received none")
         field = self._fields.get(target.node, ReceptiveField(None))
-        if crop and field.size is not None and all(unit[2] is not None for unit in units):
+        # a recorded path holds for this input only, not for a window of it
+        if crop and not self.concrete and field.size is not None and all(unit[2] is not None for unit in units):
             return self._project_cropped(x, target, list(units), field, mode)
         return self._project_full(x, target, units, mode)
 

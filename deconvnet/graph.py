@@ -192,7 +192,11 @@ class LayerGraph:
 
     def ancestors(self, node: fx.Node) -> list[fx.Node]:
         """Every node ``node`` depends on, itself included, in execution order."""
-        needed = {node}
+        return self.ancestors_of([node])
+
+    def ancestors_of(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """Every node the ``nodes`` depend on, themselves included, in execution order."""
+        needed = set(nodes)
         for candidate in reversed(list(self.graph.nodes)):
             if candidate in needed:
                 needed.update(candidate.all_input_nodes)

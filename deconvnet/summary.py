@@ -31,8 +31,10 @@ def layer_table(
         raise DeconvError(f"size (the input side in pixels) must be an integer from 1 to 4096, received {size!r}")
     height, width = (size, size) if size is not None else loaded.transform.input_size
     with Deconvnet(loaded.model) as dn:
+        empty = torch.zeros(0, 3, height, width)  # an empty batch: shapes only
+        dn.follow(empty)  # a model recorded from real forward passes: the path of this input
         names = [layer.name for layer in dn.graph.layers]
-        outputs = dn.activations(torch.zeros(0, 3, height, width), names)  # an empty batch: shapes only
+        outputs = dn.activations(empty, names)
         rows = []
         for layer in dn.graph.layers:
             value = outputs[layer.name]

@@ -165,5 +165,8 @@ def test_untraceable_model_gets_a_clear_error():
         def forward(self, x):
             return x if x.sum() > 0 else -x
 
-    with pytest.raises(deconvnet.DeconvError, match="cannot trace DataDependent"):
-        deconvnet.Deconvnet(DataDependent())
+    with pytest.raises(deconvnet.DeconvError, match="cannot trace DataDependent.*tracing='concrete'"):
+        deconvnet.Deconvnet(DataDependent(), tracing="symbolic")
+    with deconvnet.Deconvnet(DataDependent().eval()) as dn:  # recorded from a real forward pass instead
+        x = -torch.ones(1, 1, 2, 2)
+        assert dn.project_units(x, "neg", [(0, 0, (1, 1))], mode="backprop").maps[0, 0, 1, 1] == -1

@@ -8,21 +8,20 @@ convolution's own weights. The three modes differ only at the ReLU (see rules.RE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import operator
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from .errors import DeconvError
 from .concrete import record_graph
+from .errors import DeconvError
 from .graph import Layer, LayerGraph, NotTraceable
 from .receptive import Box, ReceptiveField, receptive_fields
 from .rules import Adjoint, Mirror, Unsupported, check_mode, operation_of, relu_rule, supported_operations, take_rows
-
 
 BACKWARD_CHUNK = 16  # units carried down together
 
@@ -85,7 +84,7 @@ def _build_mirror(layer: Layer, graph: LayerGraph) -> Mirror | Unsupported:
     if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
         return Unsupported(f"{where} is a custom autograd Function: its backward is not a known rule")
     in_kwargs: list[fx.Node] = []
-    fx.node.map_arg(node.kwargs, lambda n: in_kwargs.append(n) or n)
+    fx.node.map_arg(node.kwargs, lambda n: (in_kwargs.append(n), n)[1])
     dynamic_kwargs = any(n in graph.dynamic for n in in_kwargs)  # hand-written mirrors read positional inputs
     operation = operation_of(layer.module, node.op, target)
     try:
@@ -142,6 +141,9 @@ class Deconvnet:
     >>> rec.shape
     torch.Size([1, 3, 64, 64])
     """
+
+    graph: LayerGraph
+    mirror: DeconvnetMirror
 
     def __init__(self, model: nn.Module, tracing: str = "auto") -> None:
         if tracing not in ("auto", "symbolic", "concrete"):
@@ -376,7 +378,7 @@ class Deconvnet:
                     inputs = {n: values[n] for n in node.all_input_nodes if n in on_path}
 
                     def execute(feed: dict, node: fx.Node = node) -> Any:
-                        return _execute(node, modules, lambda n: feed[n] if n in feed else values[n])
+                        return _execute(node, modules, lambda source: feed.get(source, values.get(source)))
 
                     values[node], saved[node] = step.record(execute, inputs, {n for n in inputs if n in mutated})
                     if node in mutated and isinstance(values[node], Tensor):
@@ -384,7 +386,7 @@ class Deconvnet:
                 else:
                     args = fx.node.map_arg(node.args, values.__getitem__)
                     values[node], saved[node] = step.run(
-                        lambda: _execute(node, modules, values.__getitem__), _flat(args), rule)
+                        lambda node=node: _execute(node, modules, values.__getitem__), _flat(args), rule)
             if isinstance(values[node], Tensor):
                 tensors.add(node)
             if node in dynamic and _holds_tensors(values[node]):

@@ -38,7 +38,8 @@ class Layer:
     @property
     def is_container(self) -> bool:
         """A module whose forward runs other layers (its output is one of theirs)."""
-        return self.module is not None and not (self.node.op == "call_module" and self.node.target == self.name.split(":")[0])
+        leaf = self.node.op == "call_module" and self.node.target == self.name.split(":")[0]
+        return self.module is not None and not leaf
 
 
 class _NamingTracer(fx.Tracer):
@@ -162,7 +163,8 @@ class LayerGraph:
         """A model whose output is class scores: it ends in a fully connected layer or in pooled scores."""
         if any(isinstance(m, nn.Linear) for m in self.model.modules()):
             return True
-        return self._leaf_of(node).kind in ("flatten", "view", "reshape", "squeeze", "mean", "Flatten", "AdaptiveAvgPool2d")
+        pooled = ("flatten", "view", "reshape", "squeeze", "mean", "Flatten", "AdaptiveAvgPool2d")
+        return self._leaf_of(node).kind in pooled
 
     def find(self, name: str) -> Layer:
         """The layer called ``name`` (qualified name or alias); a DeconvError lists the valid ones."""

@@ -148,5 +148,6 @@ def test_a_runtime_error_that_is_not_about_size_is_not_called_too_small():
 
     model = Broken().eval()
     with deconvnet.Deconvnet(model) as dn:
-        error = dn._failure(torch.rand(1, 3, 2, 2), "conv", RuntimeError("CUDA error: device-side assert triggered"))
+        cuda = RuntimeError("CUDA error: device-side assert triggered")
+        error = dn._failure(torch.rand(1, 3, 2, 2), "conv", cuda)
     assert "too small" not in str(error) and "CUDA error" in str(error)

@@ -172,4 +172,10 @@ def record_graph(model: nn.Module, x: Tensor) -> tuple[fx.Graph, list, Any]:
             handle.remove()
     result = tree_map(lambda v: recorder.nodes.get(id(v), None) if isinstance(v, Tensor) else v, output)
     recorder.graph.output(result if isinstance(result, fx.Node) else None)
-    return recorder.graph, recorder.calls, output
+    for node in reversed(list(recorder.graph.nodes)):  # what only decided a branch (x.sum() > 0)
+        name = getattr(node.target, "__name__", str(node.target))
+        if node.op in ("call_function", "call_method") and not node.users and not name.endswith("_"):
+            recorder.graph.erase_node(node)
+    kept = set(recorder.graph.nodes)
+    calls = [call for call in recorder.calls if call[2].node in kept]
+    return recorder.graph, calls, output

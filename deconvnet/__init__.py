@@ -10,6 +10,7 @@ gradient as the other two ReLU rules.
 ...     rec = dn.project(x, layer="conv5_3", channel=12)
 """
 
+from .core.features import FeatureExtractor
 from .engine import Deconvnet, Projection, Unit
 from .errors import DeconvError
 from .models import MODELS, LoadedModel, load, load_model
@@ -19,7 +20,7 @@ from .visualize import visualize
 from .zfnet import ZFNet
 
 __all__ = [
-    "Box", "DeconvError", "Deconvnet", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
+    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
     "Unit", "ZFNet", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"

@@ -177,16 +177,19 @@ class Rectify(Mirror):
                  name: str = "ReLU") -> None:
         super().__init__()
         self.upper = upper  # 6 for ReLU6: its gradient is zero above the cap as well
-        self.redo = redo  # the activation applied to another tensor; None for (capped) ReLU
+        # the activation applied to another tensor (None for a capped or plain ReLU); in a
+        # tuple, so an activation module of the user's model is not registered as ours
+        self._redo = (redo,)
         self.name = name
 
     def run(self, call, args, mode):
         if not relu_rule(mode).masked:
             return call(), None
-        if self.redo is not None:
+        redo = self._redo[0]
+        if redo is not None:
             with torch.enable_grad():
                 leaf = args[0].detach().requires_grad_(True)
-                output = self.redo(leaf.clone())  # a clone: an in-place activation may run
+                output = redo(leaf.clone())  # a clone: an in-place activation may run
                 (derivative,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
             return call(), derivative
         output = call()
@@ -199,7 +202,7 @@ class Rectify(Mirror):
         return [relu_rule(mode)(signal, derivative)]
 
     def extra_repr(self) -> str:
-        if self.redo is not None:
+        if self._redo[0] is not None:
             return f"{self.name}: the mode's rule with f'(x)"
         return "" if self.upper is None else f"mask 0 < x < {self.upper:g}"
 

@@ -151,3 +151,10 @@ def test_a_runtime_error_that_is_not_about_size_is_not_called_too_small():
         cuda = RuntimeError("CUDA error: device-side assert triggered")
         error = dn._failure(torch.rand(1, 3, 2, 2), "conv", cuda)
     assert "too small" not in str(error) and "CUDA error" in str(error)
+
+
+def test_mirror_of_a_modern_network_holds_nothing_of_the_users():
+    model = torchvision.models.efficientnet_b0().eval()  # SiLU modules, gates, BatchNorm
+    with deconvnet.Deconvnet(model) as dn:
+        assert list(dn.mirror.parameters()) == [] and list(dn.mirror.buffers()) == []
+        assert not any(m in set(model.modules()) for m in dn.mirror.modules())

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .graph import AutogradFunctionCall, autograd_functions_as_operations
+
 
 class _Result:
     """What the naming code reads from a module call: the node that computed its output."""
@@ -136,6 +138,18 @@ class _Recorder(TorchFunctionMode):
             self.calls.append((path, module, _Result(self.nodes[id(output)]), first))
 
 
+    def function_call(self, call: AutogradFunctionCall, args: tuple, kwargs: dict) -> Any:
+        """A custom autograd Function: one operation, its inside not recorded."""
+        node_args, node_kwargs = self._argument(tuple(args)), self._argument(dict(kwargs))
+        self.inside_leaf += 1
+        try:
+            output = call(*args, **kwargs)
+        finally:
+            self.inside_leaf -= 1
+        self._note(self._node("call_function", call, node_args, node_kwargs), output)
+        return output
+
+
 def _getitem(value: Any, index: int) -> Any:
     return value[index]
 
@@ -165,7 +179,8 @@ def record_graph(model: nn.Module, x: Tensor) -> tuple[fx.Graph, list, Any]:
         for module in model.modules():
             handles.append(module.register_forward_pre_hook(recorder.before, with_kwargs=True))
             handles.append(module.register_forward_hook(recorder.after, with_kwargs=True))
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), recorder, autograd_functions_as_operations(
+                recorder.function_call, lambda args: recorder.inside_leaf == 0 and recorder._depends_on_input(args)):
             output = model(x)
     finally:
         for handle in handles:

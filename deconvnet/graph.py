@@ -9,11 +9,14 @@ only read, never changed.
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from .errors import DeconvError
 
@@ -65,6 +68,46 @@ class _NamingTracer(fx.Tracer):
         node = super().create_node(*args, **kwargs)
         node.meta["deconvnet_scope"] = self.scopes[-1] if self.scopes else ""
         return node
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with autograd_functions_as_operations(
+                lambda call, args, kwargs: self.create_proxy("call_function", call, args, kwargs),
+                lambda args: any(isinstance(a, fx.Proxy) for a in tree_flatten(args)[0])):
+            return super().trace(root, concrete_args)
+
+
+class AutogradFunctionCall:
+    """A custom torch.autograd.Function as one graph operation: its backward is the user's own,
+    so the deconvnet has no rule for it (fx would otherwise trace into its forward)."""
+
+    def __init__(self, function: type) -> None:
+        self.function = function
+        self.__name__ = function.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function.apply(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.__name__}.apply"
+
+
+@contextmanager
+def autograd_functions_as_operations(
+    make: Callable[[AutogradFunctionCall, tuple, dict], Any], traced: Callable[[Any], bool]
+) -> Iterator[None]:
+    """While active, ``Function.apply`` on ``traced`` arguments becomes ``make(call, args, kwargs)``."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if traced((args, kwargs)):
+            return make(AutogradFunctionCall(cls), args, kwargs)
+        return original.__get__(None, cls)(*args, **kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original  # type: ignore[method-assign]
 
 
 class LayerGraph:

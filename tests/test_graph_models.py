@@ -160,6 +160,40 @@ def test_unsupported_operation_is_named_with_its_place():
         assert dn.project(torch.rand(1, 3, 12, 12), "a", 0).shape == (1, 3, 12, 12)  # below it works
 
 
+class Cube(torch.autograd.Function):
+    """A custom autograd Function: its backward is the model's own, not a rule the engine knows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * grad
+
+
+class WithCube(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return self.b(Cube.apply(self.a(x)))
+
+
+@pytest.mark.parametrize("tracing", ["symbolic", "concrete"])
+def test_custom_autograd_function_is_named_with_its_place(tracing):
+    model = WithCube().eval()
+    x = torch.rand(1, 3, 12, 12)
+    with deconvnet.Deconvnet(model, tracing=tracing) as dn:
+        with pytest.raises(deconvnet.DeconvError, match=r"cannot project through \S+ \(Cube\) is a custom autograd"):
+            dn.project(x, "b", 0)
+        assert dn.project(x, "a", 0).shape == (1, 3, 12, 12)  # below it works
+        torch.testing.assert_close(dn.activations(x, ["b"])["b"], model(x))  # and it runs as the model's
+
+
 def test_untraceable_model_gets_a_clear_error():
     class DataDependent(nn.Module):
         def forward(self, x):

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import operator
 
-import torch
 import torch.fx as fx
 from torch import nn
 
 from ..errors import DeconvError
-from ..graph import Layer, LayerGraph
+from ..graph import AutogradFunctionCall, Layer, LayerGraph
 from ..rules import Adjoint, Mirror, Unsupported, operation_of
 
 
@@ -54,9 +53,9 @@ def build_mirror(layer: Layer, graph: LayerGraph) -> Mirror | Unsupported:
     target = node.target
     if node.op == "call_function" and target is operator.setitem:
         return Unsupported(f"{where} assigns into a tensor in place, which the recorded graph cannot follow")
-    owner = getattr(target, "__self__", None)
-    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
-        return Unsupported(f"{where} is a custom autograd Function: its backward is not a known rule")
+    if isinstance(target, AutogradFunctionCall):
+        return Unsupported(f"{where} is a custom autograd Function: its backward is the model's own, "
+                           f"not a rule of the deconvnet")
     in_kwargs: list[fx.Node] = []
     fx.node.map_arg(node.kwargs, lambda n: (in_kwargs.append(n), n)[1])
     dynamic_kwargs = any(n in graph.dynamic for n in in_kwargs)  # hand-written mirrors read positional inputs

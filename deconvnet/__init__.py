@@ -20,7 +20,7 @@ from .visualize import visualize
 from .zfnet import ZFNet
 
 __all__ = [
-    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
-    "Unit", "ZFNet", "load", "load_model", "visualize",
+    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "LoadedModel", "MODELS", "MODES", "Projection",
+    "ReceptiveField", "Unit", "ZFNet", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"

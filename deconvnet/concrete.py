@@ -62,6 +62,7 @@ class _Recorder(TorchFunctionMode):
         self.calls: list[tuple[str, nn.Module, Any, int]] = []
         self.starts: list[int] = []
         self.scopes: list[str] = []
+        self.pending: tuple[Any, Any] | None = None  # a torch.nn layer's arguments, until it returns
 
     # -- values -> graph arguments ---------------------------------------------------------
     def _argument(self, value: Any) -> Any:
@@ -173,7 +174,6 @@ def record_graph(model: nn.Module, x: Tensor) -> tuple[fx.Graph, list, Any]:
     x = x.detach().view_as(x)  # a new tensor object: its id names the input
     recorder.nodes[id(x)] = placeholder
     recorder.alive.append(x)
-    recorder.pending = None
     handles = []
     try:
         for module in model.modules():

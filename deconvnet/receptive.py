@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch.fx as fx
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _through_window(field: ReceptiveField, module: nn.Module) -> ReceptiveField:
+def _through_window(field: ReceptiveField, module: Any) -> ReceptiveField:
     """The field after a sliding window (a convolution or a pool) over ``field``'s units."""
     if field.size is None:
         return field

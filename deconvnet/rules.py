@@ -371,7 +371,7 @@ class Adjoint(Mirror):
         if not pairs or not wanted:
             return {}
         batched = rows is not None
-        grad_outputs = [_spread(s, rows, o.shape[0]) if batched else s for o, s in pairs]
+        grad_outputs = [_spread(s, rows, o.shape[0]) if rows is not None else s for o, s in pairs]
         with torch.enable_grad():
             grads = torch.autograd.grad([o for o, _ in pairs], wanted, grad_outputs, retain_graph=True,
                                         allow_unused=True, is_grads_batched=batched)

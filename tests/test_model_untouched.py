@@ -87,7 +87,8 @@ def test_projection_leaves_the_parameters_without_gradients():
 def test_mirror_prints_as_the_paper_draws_it():
     with deconvnet.Deconvnet(small_net()) as dn:
         text = repr(dn.mirror)
-    order = [text.index(word) for word in ("(5): Rectify", "(4): TransposedConv2d", "(2): Unpool2d", "(0): TransposedConv2d")]
+    words = ("(5): Rectify", "(4): TransposedConv2d", "(2): Unpool2d", "(0): TransposedConv2d")
+    order = [text.index(word) for word in words]
     assert order == sorted(order)  # from the top layer down to the pixels
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -60,6 +61,8 @@ def build_mirror(layer: Layer, graph: LayerGraph) -> Mirror | Unsupported:
     fx.node.map_arg(node.kwargs, lambda n: (in_kwargs.append(n), n)[1])
     dynamic_kwargs = any(n in graph.dynamic for n in in_kwargs)  # hand-written mirrors read positional inputs
     operation = operation_of(layer.module, node.op, target)
+    if target is torch.cat and node.args and isinstance(node.args[0], fx.Node):
+        operation = None  # a computed sequence (chunk pieces reordered): its adjoint sorts it out
     try:
         if operation is None or dynamic_kwargs:
             step: Mirror = Adjoint(layer.kind, inplace=in_place(node, graph))

@@ -188,7 +188,7 @@ class Rectify(Mirror):
         redo = self._redo[0]
         if redo is not None:
             with torch.enable_grad():
-                leaf = args[0].detach().requires_grad_(True)
+                leaf = _leaf(args[0], copy=False)
                 output = redo(leaf.clone())  # a clone: an in-place activation may run
                 (derivative,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
             return call(), derivative
@@ -389,7 +389,8 @@ class Adjoint(Mirror):
 
 def _leaf(value: Any, copy: bool) -> Any:
     if isinstance(value, Tensor) and value.is_floating_point():
-        return (value.detach().clone() if copy else value.detach()).requires_grad_(True)
+        # an inference-mode tensor cannot join autograd; its clone can
+        return (value.clone() if copy or value.is_inference() else value.detach()).requires_grad_(True)
     return value
 
 

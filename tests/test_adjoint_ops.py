@@ -59,3 +59,12 @@ def test_adjoint_identity(name, tracing):
         forward = model(x)
     assert back.shape == x.shape
     assert float((forward * y).sum()) == pytest.approx(float((x * back).sum()), rel=1e-9)
+
+
+def test_an_input_made_in_inference_mode_projects_through_adjoints():
+    model = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, 4, 3), nn.SiLU(), nn.Sigmoid()).eval()
+    with torch.inference_mode():
+        x = torch.rand(1, 3, 10, 10)
+    with deconvnet.Deconvnet(model) as dn:
+        maps = dn.project_units(x, "3", [(0, 1, (1, 1))], mode="guided", crop=False).maps
+    assert maps.shape == (1, 3, 10, 10) and maps.abs().sum() > 0

@@ -130,14 +130,13 @@ class _Recorder(TorchFunctionMode):
         path = self.paths.get(module, "")
         if is_leaf_module(module):
             self.inside_leaf -= 1
-            if self.inside_leaf == 0 and getattr(self, "pending", None) is not None:
+            if self.inside_leaf == 0 and self.pending is not None:
                 node_args, node_kwargs = self.pending
                 self.pending = None
                 node = self._node("call_module", path, node_args, node_kwargs)
                 self._note(node, output)
         if self.inside_leaf == 0 and isinstance(output, Tensor) and id(output) in self.nodes and path:
             self.calls.append((path, module, _Result(self.nodes[id(output)]), first))
-
 
     def function_call(self, call: AutogradFunctionCall, args: tuple, kwargs: dict) -> Any:
         """A custom autograd Function: one operation, its inside not recorded."""

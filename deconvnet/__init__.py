@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DeconvError
 
 if TYPE_CHECKING:  # the names below, for type checkers and editors
+    from .core.features import FeatureExtractor
     from .engine import Deconvnet, Projection, Unit
     from .models import MODELS, LoadedModel, load, load_model
     from .receptive import Box, ReceptiveField
@@ -33,14 +34,14 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
 
 # public name -> the module that defines it
 _LAZY = {
-    "Deconvnet": "engine", "Projection": "engine", "Unit": "engine",
+    "FeatureExtractor": "core.features", "Deconvnet": "engine", "Projection": "engine", "Unit": "engine",
     "MODELS": "models", "LoadedModel": "models", "load": "models", "load_model": "models",
     "Box": "receptive", "ReceptiveField": "receptive", "MODES": "rules", "visualize": "visualize", "ZFNet": "zfnet",
 }
 
 __all__ = [
-    "Box", "DeconvError", "Deconvnet", "LoadedModel", "MODELS", "MODES", "Projection", "ReceptiveField",
-    "Unit", "ZFNet", "load", "load_model", "visualize",
+    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "LoadedModel", "MODELS", "MODES", "Projection",
+    "ReceptiveField", "Unit", "ZFNet", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"
 

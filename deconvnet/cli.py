@@ -220,7 +220,7 @@ def _visualize(args: argparse.Namespace) -> int:
 def _layers(args: argparse.Namespace) -> int:
     from .summary import layer_table
 
-    rows = layer_table(args.model, weights=args.weights, size=args.size)
+    rows = layer_table(args.model, weights=args.weights, size=args.size, tree=True)
     header = ("name", "alias", "type", "output shape", "field", "stride")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

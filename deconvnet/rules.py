@@ -1,36 +1,73 @@
-"""The deconvnet's layers: one mirror per forward operation, and the table that picks it.
+"""The deconvnet's layers: one registry entry per forward operation, holding its mirror.
 
 Zeiler & Fergus (ECCV 2014, Sec. 2.1) reverse each layer of the convnet: max pooling
 by unpooling with the recorded switches, a convolution by the transposed convolution
 with the same filters, and a ReLU by rectifying the signal again. Every mirror here is
-the adjoint of its forward operation (for a ReLU, the rule of the chosen technique),
-so a whole projection can be checked against autograd.
+the adjoint of its forward operation, except at the ReLU-like activations, where the
+chosen technique's rule (a ``ReluRule``) replaces the derivative. So a whole projection
+equals autograd with only those activations' backward replaced, which the tests check.
+
+An operation without a hand-written mirror gets ``Adjoint``: the exact vector-Jacobian
+product at the recorded forward inputs (average pooling, permutes, interpolation,
+gates, normalizations, products of two signals...). Hand-written mirrors stay where they
+are the paper's (transposed convolution, unpooling) or faster.
 """
 
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .errors import DeconvError
 
-# What each technique does at a ReLU: (rectify the backward signal, apply the forward mask).
-# They differ nowhere else.
-RELU_RULES: dict[str, tuple[bool, bool]] = {
-    "deconvnet": (True, False),  # Zeiler & Fergus 2014
-    "guided": (True, True),  # guided backpropagation, Springenberg et al. 2015
-    "backprop": (False, True),  # the plain gradient, Simonyan et al. 2014
+
+@dataclass(frozen=True)
+class ReluRule:
+    """What a technique does at a ReLU-like activation f with derivative f'(x).
+
+    >>> RULES["guided"](torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 0.5]))
+    tensor([0., 1.])
+    """
+
+    name: str
+    rectify: bool  # pass max(g, 0) instead of g
+    masked: bool  # multiply by f'(x) at the recorded input (the ReLU mask for ReLU)
+
+    def __call__(self, signal: Tensor, derivative: Tensor | None) -> Tensor:
+        if self.rectify:
+            signal = signal.clamp_min(0)
+        if self.masked:
+            assert derivative is not None, "the forward pass did not record f'(x)"
+            signal = signal * derivative
+        return signal
+
+
+RULES: dict[str, ReluRule] = {
+    "deconvnet": ReluRule("deconvnet", rectify=True, masked=False),  # Zeiler & Fergus 2014
+    "guided": ReluRule("guided", rectify=True, masked=True),  # guided backpropagation, Springenberg et al. 2015
+    "backprop": ReluRule("backprop", rectify=False, masked=True),  # the plain gradient, Simonyan et al. 2014
 }
-MODES = tuple(RELU_RULES)
+MODES = tuple(RULES)
+RELU_RULES: dict[str, tuple[bool, bool]] = {name: (r.rectify, r.masked) for name, r in RULES.items()}
+
+
+def relu_rule(mode: str | ReluRule) -> ReluRule:
+    """The rule object for a mode name; a DeconvError lists the modes."""
+    if isinstance(mode, ReluRule):
+        return mode
+    if mode not in RULES:
+        raise DeconvError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    return RULES[mode]
 
 
 def check_mode(mode: str) -> None:
-    if mode not in RELU_RULES:
-        raise DeconvError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    relu_rule(mode)
 
 
 class Mirror(nn.Module):
@@ -39,34 +76,48 @@ class Mirror(nn.Module):
     ``run`` executes the forward operation and returns what the backward step needs
     (switches, masks, shapes); ``forward(signal, saved, mode)`` maps the signal at
     the operation's output to one signal per tensor input, in argument order.
+    Mirrors read the user's weights but never register them, so ``mirror.to()`` or
+    ``.half()`` cannot change the user's model.
     """
 
-    def run(self, call: Callable[[], Any], args: list[Any], mode: str) -> tuple[Any, Any]:
+    def run(self, call: Callable[[], Any], args: list[Any], mode: str | ReluRule) -> tuple[Any, Any]:
         return call(), None
 
 
-class TransposedConv2d(nn.ConvTranspose2d, Mirror):
-    """A convolution's adjoint: ConvTranspose2d sharing the convolution's weight tensor."""
+class TransposedConv2d(Mirror):
+    """A convolution's adjoint: the transposed convolution with the convolution's own weight tensor."""
+
+    bias = None
 
     def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
         if conv.padding_mode != "zeros":
             raise DeconvError(
                 f"padding_mode={conv.padding_mode!r} has no transposed convolution here; expected 'zeros'"
             )
-        super().__init__(
-            conv.out_channels, conv.in_channels, conv.kernel_size, stride=conv.stride,
-            padding=_numeric_padding(conv), dilation=conv.dilation, groups=conv.groups,
-            bias=False, device="meta",
-        )
-        del self.weight
-        self.weight = conv.weight  # tied: the very same Parameter, never a copy
+        self._conv = (conv,)  # a tuple: read, never registered as our submodule
+        self.stride, self.padding = conv.stride, _numeric_padding(conv)
+        self.dilation, self.groups = conv.dilation, conv.groups
+
+    @property
+    def weight(self) -> Tensor:
+        return self._conv[0].weight  # tied: the very same tensor, never a copy
 
     def run(self, call, args, mode):
         return call(), args[0].shape
 
-    def forward(self, signal: Tensor, input_shape: torch.Size, mode: str) -> list[Tensor]:
-        # output_size picks the output_padding that restores the forward input's size
-        return [super().forward(signal, output_size=list(input_shape[-2:]))]
+    def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
+        weight = self.weight
+        # the output_padding that restores the forward input's size
+        extra = [size - ((n - 1) * s - 2 * p + d * (k - 1) + 1) for size, n, s, p, d, k in zip(
+            input_shape[-2:], signal.shape[-2:], self.stride, self.padding, self.dilation, weight.shape[-2:])]
+        return [F.conv_transpose2d(signal, weight, None, self.stride, self.padding, tuple(extra), self.groups,
+                                   self.dilation)]
+
+    def extra_repr(self) -> str:
+        out_channels, in_per_group = self.weight.shape[:2]
+        return (f"{out_channels}, {in_per_group * self.groups}, kernel_size={tuple(self.weight.shape[-2:])}, "
+                f"stride={self.stride}, padding={self.padding}, weight tied")
 
 
 def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
@@ -76,8 +127,8 @@ def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
         total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
         if any(t % 2 for t in total):
             raise DeconvError("padding='same' with an even kernel pads unevenly; use numeric padding")
-        return tuple(t // 2 for t in total)
-    return conv.padding
+        return (total[0] // 2, total[1] // 2)
+    return (int(conv.padding[0]), int(conv.padding[1]))
 
 
 class Unpool2d(Mirror):
@@ -102,7 +153,7 @@ class Unpool2d(Mirror):
         )
         return output, (switches, x.shape)
 
-    def forward(self, signal: Tensor, saved: tuple[Tensor, torch.Size], mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, saved: tuple[Tensor, torch.Size], mode: Any = None) -> list[Tensor]:
         switches, input_shape = saved  # switches: (N, C, h, w) flat positions in each H*W plane
         n, c, height, width = signal.shape[0], signal.shape[1], input_shape[-2], input_shape[-1]
         unpooled = signal.new_zeros(n, c, height * width)
@@ -114,32 +165,45 @@ class Unpool2d(Mirror):
 
 
 class Rectify(Mirror):
-    """A ReLU's rule: rectify the signal (deconvnet), and/or apply the forward mask."""
+    """A ReLU-like activation: the mode's rule with f'(x) in place of the ReLU mask.
 
-    def __init__(self, upper: float | None = None) -> None:
+    ReLU and ReLU6 read their mask from the output (an in-place ReLU has already
+    overwritten its input, and output > 0 exactly where input > 0). Other activations
+    (SiLU, GELU, Hardswish...) get f'(x) by autograd at the recorded input, before the
+    operation runs, since it may run in place.
+    """
+
+    def __init__(self, upper: float | None = None, redo: Callable[[Tensor], Tensor] | None = None,
+                 name: str = "ReLU") -> None:
         super().__init__()
         self.upper = upper  # 6 for ReLU6: its gradient is zero above the cap as well
+        # the activation applied to another tensor (None for a capped or plain ReLU); in a
+        # tuple, so an activation module of the user's model is not registered as ours
+        self._redo = (redo,)
+        self.name = name
 
     def run(self, call, args, mode):
+        if not relu_rule(mode).masked:
+            return call(), None
+        redo = self._redo[0]
+        if redo is not None:
+            with torch.enable_grad():
+                leaf = _leaf(args[0], copy=False)
+                output = redo(leaf.clone())  # a clone: an in-place activation may run
+                (derivative,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
+            return call(), derivative
         output = call()
-        if not RELU_RULES[mode][1]:
-            return output, None
-        # The output is read, not the input: an in-place ReLU has already overwritten it,
-        # and output > 0 exactly where input > 0.
         mask = output > 0
         if self.upper is not None:
             mask &= output < self.upper
         return output, mask
 
-    def forward(self, signal: Tensor, mask: Tensor | None, mode: str) -> list[Tensor]:
-        rectify, masked = RELU_RULES[mode]
-        if rectify:
-            signal = signal.clamp_min(0)
-        if masked:
-            signal = signal * mask
-        return [signal]
+    def forward(self, signal: Tensor, derivative: Tensor | None, mode: str | ReluRule) -> list[Tensor]:
+        return [relu_rule(mode)(signal, derivative)]
 
     def extra_repr(self) -> str:
+        if self._redo[0] is not None:
+            return f"{self.name}: the mode's rule with f'(x)"
         return "" if self.upper is None else f"mask 0 < x < {self.upper:g}"
 
 
@@ -150,14 +214,14 @@ class ChannelScale(Mirror):
         super().__init__()
         if norm.running_var is None:
             raise DeconvError("a BatchNorm without running statistics is not a fixed linear map")
-        self._norm = [norm]  # a list, so the norm is read but not registered as our submodule
+        self._norm = (norm,)  # a tuple, so the norm is read but not registered as our submodule
 
-    def forward(self, signal: Tensor, saved: None, mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, saved: None, mode: Any = None) -> list[Tensor]:
         norm = self._norm[0]
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight
-        return [signal * scale.view(1, -1, *[1] * (signal.dim() - 2))]
+        return [signal * scale.view(1, -1, *[1] * (signal.dim() - 2)).to(signal.dtype)]
 
 
 class Passthrough(Mirror):
@@ -167,7 +231,7 @@ class Passthrough(Mirror):
         super().__init__()
         self.note = note
 
-    def forward(self, signal: Tensor, saved: None, mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, saved: None, mode: Any = None) -> list[Tensor]:
         return [signal]
 
     def extra_repr(self) -> str:
@@ -179,9 +243,13 @@ class TransposedLinear(Mirror):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.weight = linear.weight  # tied
+        self._linear = (linear,)  # read, never registered
 
-    def forward(self, signal: Tensor, saved: None, mode: str) -> list[Tensor]:
+    @property
+    def weight(self) -> Tensor:
+        return self._linear[0].weight
+
+    def forward(self, signal: Tensor, saved: None, mode: Any = None) -> list[Tensor]:
         return [signal @ self.weight]  # (N, out) @ (out, in) -> (N, in)
 
     def extra_repr(self) -> str:
@@ -194,7 +262,7 @@ class SpreadAverage(Mirror):
     def run(self, call, args, mode):
         return call(), args[0].shape
 
-    def forward(self, signal: Tensor, input_shape: torch.Size, mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         rows = _averaging_matrix(signal.shape[-2], input_shape[-2], signal)  # (h, H)
         cols = _averaging_matrix(signal.shape[-1], input_shape[-1], signal)  # (w, W)
         return [torch.einsum("nchw,hH,wW->ncHW", signal, rows, cols)]
@@ -218,7 +286,7 @@ class Unpad(Mirror):
         if min(pad.padding) < 0:
             raise DeconvError("a ZeroPad2d with negative padding crops; not supported")
 
-    def forward(self, signal: Tensor, saved: None, mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, saved: None, mode: Any = None) -> list[Tensor]:
         height, width = signal.shape[-2:]
         return [signal[..., self.top:height - self.bottom, self.left:width - self.right]]
 
@@ -232,7 +300,7 @@ class Reshape(Mirror):
     def run(self, call, args, mode):
         return call(), args[0].shape
 
-    def forward(self, signal: Tensor, input_shape: torch.Size, mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         return [signal.reshape(signal.shape[0], *input_shape[1:])]
 
 
@@ -242,7 +310,7 @@ class Sum(Mirror):
     def run(self, call, args, mode):
         return call(), [a.shape for a in args if isinstance(a, Tensor)]
 
-    def forward(self, signal: Tensor, shapes: list[torch.Size], mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, shapes: list[torch.Size], mode: Any = None) -> list[Tensor]:
         # A broadcast summand receives the signal summed over the dimensions it was broadcast
         # along; the batch dimension is the projections', one per row.
         return [signal.sum_to_size(signal.shape[0], *shape[1:]) if len(shape) == signal.dim()
@@ -259,56 +327,198 @@ class Split(Mirror):
     def run(self, call, args, mode):
         return call(), [t.shape[self.dim] for t in args if isinstance(t, Tensor)]
 
-    def forward(self, signal: Tensor, sizes: list[int], mode: str) -> list[Tensor]:
+    def forward(self, signal: Tensor, sizes: list[int], mode: Any = None) -> list[Tensor]:
         return list(signal.split(sizes, dim=self.dim))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
 
-# The rule table: forward operation -> builder of its mirror. Exact types only: a subclass
-# may compute something else in its forward.
-MODULE_RULES: dict[type, Callable[[nn.Module], Mirror]] = {
-    nn.Conv2d: TransposedConv2d,
-    nn.MaxPool2d: Unpool2d,
-    nn.ReLU: lambda m: Rectify(),
-    nn.ReLU6: lambda m: Rectify(upper=6.0),
-    nn.BatchNorm2d: ChannelScale,
-    nn.Dropout: lambda m: Passthrough("Dropout: identity in eval mode"),
-    nn.Identity: lambda m: Passthrough(),
-    nn.LocalResponseNorm: lambda m: Passthrough("LocalResponseNorm: skipped, as in the paper's deconvnet"),
-    nn.AdaptiveAvgPool2d: lambda m: SpreadAverage(),
-    nn.ZeroPad2d: Unpad,
-    nn.Flatten: lambda m: Reshape(),
-    nn.Linear: TransposedLinear,
+class Adjoint(Mirror):
+    """The exact vector-Jacobian product of an operation at its recorded inputs.
+
+    The forward runs once under autograd on leaf copies of its input-dependent inputs;
+    the backward asks autograd for the product with the signal. Several projected units
+    of one image are carried by a batched product (one row of the grad per unit), so
+    shapes computed inside the model (``x.size(0)``) stay those of the recorded batch.
+    """
+
+    def __init__(self, kind: str, inplace: bool = False) -> None:
+        super().__init__()
+        self.kind, self.inplace = kind, inplace
+
+    def record(self, execute: Callable[[dict], Any], inputs: dict[Any, Any], copy: set) -> tuple[Any, Any]:
+        """Run ``execute(feed)`` on leaves standing for ``inputs``; keep what the product needs.
+
+        ``copy`` are the inputs that a later in-place operation overwrites: they are cloned.
+        """
+        with torch.enable_grad():
+            leaves = {node: tree_map(lambda v, c=node in copy: _leaf(v, c), value) for node, value in inputs.items()}
+            feed = leaves if not self.inplace else {n: tree_map(_clone, v) for n, v in leaves.items()}
+            output = execute(feed)
+        flat, _ = tree_flatten(output)
+        outputs = [t if isinstance(t, Tensor) and t.requires_grad else None for t in flat]
+        return tree_map(lambda v: v.detach() if isinstance(v, Tensor) else v, output), (leaves, outputs)
+
+    def backward(self, signal: Any, saved: Any, rows: Tensor | None) -> dict[Any, Any]:
+        """The signal for each recorded input node (a structure like its value; None: no signal)."""
+        leaves, outputs = saved
+        signals, _ = tree_flatten(signal)
+        pairs = [(o, s) for o, s in zip(outputs, signals) if o is not None and s is not None]
+        nodes = list(leaves)
+        flat_leaves = [tree_flatten(leaves[n])[0] for n in nodes]
+        wanted = [t for group in flat_leaves for t in group if isinstance(t, Tensor) and t.requires_grad]
+        if not pairs or not wanted:
+            return {}
+        batched = rows is not None
+        grad_outputs = [_spread(s, rows, o.shape[0]) if rows is not None else s for o, s in pairs]
+        with torch.enable_grad():
+            grads = torch.autograd.grad([o for o, _ in pairs], wanted, grad_outputs, retain_graph=True,
+                                        allow_unused=True, is_grads_batched=batched)
+        found = iter(grads)
+        result = {}
+        for node, group in zip(nodes, flat_leaves):
+            picked = [_gather(next(found), rows) if isinstance(t, Tensor) and t.requires_grad else None
+                      for t in group]
+            result[node] = tree_unflatten(picked, tree_flatten(leaves[node])[1])
+        return result
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}: exact vector-Jacobian product"
+
+
+def _leaf(value: Any, copy: bool) -> Any:
+    if isinstance(value, Tensor) and value.is_floating_point():
+        # an inference-mode tensor cannot join autograd; its clone can
+        return (value.clone() if copy or value.is_inference() else value.detach()).requires_grad_(True)
+    return value
+
+
+def _clone(value: Any) -> Any:
+    return value.clone() if isinstance(value, Tensor) else value
+
+
+def _spread(signal: Tensor, rows: Tensor, images: int) -> Tensor:
+    """(B, ...) signals of units on images ``rows`` -> (B, N, ...) batched grad outputs."""
+    if images == 1:
+        return signal.unsqueeze(1)
+    spread = signal.new_zeros(signal.shape[0], images, *signal.shape[1:])
+    spread[torch.arange(signal.shape[0], device=signal.device), rows] = signal
+    return spread
+
+
+def _gather(grad: Tensor | None, rows: Tensor | None) -> Tensor | None:
+    if grad is None or rows is None:
+        return grad
+    return grad[torch.arange(grad.shape[0], device=grad.device), rows]  # (B, N, ...) -> (B, ...)
+
+
+class Unsupported:
+    """Stands in the mirror for an operation with no rule; raising only if a projection crosses it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unsupported({self.reason})"
+
+
+# -- the registry --------------------------------------------------------------------------
+# One entry per operation: how to build its mirror, and what it does to a receptive field
+# ("window": a sliding window; "pointwise": position by position; "pad": shifts the
+# origin; anything else, including an operation not listed: the whole input).
+
+@dataclass(frozen=True)
+class Operation:
+    mirror: Callable[..., Mirror]
+    field: str = "whole"
+
+
+MODULE_OPERATIONS: dict[type, Operation] = {
+    nn.Conv2d: Operation(TransposedConv2d, "window"),
+    nn.MaxPool2d: Operation(Unpool2d, "window"),
+    nn.AvgPool2d: Operation(lambda m: Adjoint("AvgPool2d"), "window"),
+    nn.ReLU: Operation(lambda m: Rectify(), "pointwise"),
+    nn.ReLU6: Operation(lambda m: Rectify(upper=6.0), "pointwise"),
+    nn.BatchNorm2d: Operation(ChannelScale, "pointwise"),
+    nn.Dropout: Operation(lambda m: Passthrough("Dropout: identity in eval mode"), "pointwise"),
+    nn.Identity: Operation(lambda m: Passthrough(), "pointwise"),
+    nn.LocalResponseNorm: Operation(
+        lambda m: Passthrough("LocalResponseNorm: skipped, as in the paper's deconvnet"), "pointwise"),
+    nn.AdaptiveAvgPool2d: Operation(lambda m: SpreadAverage()),
+    nn.ZeroPad2d: Operation(Unpad, "pad"),
+    nn.Flatten: Operation(lambda m: Reshape()),
+    nn.Linear: Operation(TransposedLinear),
+    **{kind: Operation(lambda m, name=kind.__name__: Rectify(redo=m, name=name), "pointwise")
+       for kind in (nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish)},
+    **{kind: Operation(lambda m, name=kind.__name__: Adjoint(name), "pointwise")
+       for kind in (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.BatchNorm1d, nn.Dropout2d)},
 }
-FUNCTION_RULES: dict[Any, Callable[[tuple, dict], Mirror]] = {
-    torch.flatten: lambda args, kwargs: Reshape(),
-    torch.reshape: lambda args, kwargs: Reshape(),
-    F.relu: lambda args, kwargs: Rectify(),
-    torch.relu: lambda args, kwargs: Rectify(),
-    F.relu6: lambda args, kwargs: Rectify(upper=6.0),
-    F.adaptive_avg_pool2d: lambda args, kwargs: SpreadAverage(),
-    operator.add: lambda args, kwargs: Sum(),
-    operator.iadd: lambda args, kwargs: Sum(),
-    torch.add: lambda args, kwargs: Sum(),
-    torch.cat: lambda args, kwargs: Split(args[1] if len(args) > 1 else kwargs.get("dim", 0)),
+_RELU_LIKE_FUNCTIONS = (F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.mish)
+FUNCTION_OPERATIONS: dict[Any, Operation] = {
+    torch.flatten: Operation(lambda a, k: Reshape()),
+    torch.reshape: Operation(lambda a, k: Reshape()),
+    F.relu: Operation(lambda a, k: Rectify(), "pointwise"),
+    torch.relu: Operation(lambda a, k: Rectify(), "pointwise"),
+    F.relu6: Operation(lambda a, k: Rectify(upper=6.0), "pointwise"),
+    F.adaptive_avg_pool2d: Operation(lambda a, k: SpreadAverage()),
+    operator.add: Operation(lambda a, k: Sum(), "pointwise"),
+    operator.iadd: Operation(lambda a, k: Sum(), "pointwise"),
+    torch.add: Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add"), "pointwise"),
+    torch.cat: Operation(lambda a, k: Split(a[1] if len(a) > 1 else k.get("dim", 0)), "concat"),
+    F.max_pool2d: Operation(lambda a, k: Adjoint("max_pool2d"), "window"),
+    F.avg_pool2d: Operation(lambda a, k: Adjoint("avg_pool2d"), "window"),
+    **{f: Operation(lambda a, k, f=f: Rectify(redo=_redo_function(f, a, k), name=f.__name__), "pointwise")
+       for f in _RELU_LIKE_FUNCTIONS},
+    **{f: Operation(lambda a, k, f=f: Adjoint(getattr(f, "__name__", str(f))), "pointwise")
+       for f in (operator.sub, operator.mul, operator.truediv, torch.mul, torch.sub, torch.sigmoid, F.sigmoid,
+                 torch.tanh, F.hardsigmoid, F.dropout, operator.imul, operator.isub, operator.neg)},
 }
-METHOD_RULES: dict[str, Callable[[tuple, dict], Mirror]] = {
-    "view": lambda args, kwargs: Reshape(),
-    "reshape": lambda args, kwargs: Reshape(),
-    "flatten": lambda args, kwargs: Reshape(),
-    "relu": lambda args, kwargs: Rectify(),
-    "relu_": lambda args, kwargs: Rectify(),
-    "add": lambda args, kwargs: Sum(),
-    "add_": lambda args, kwargs: Sum(),
+METHOD_OPERATIONS: dict[str, Operation] = {
+    "view": Operation(lambda a, k: Reshape()),
+    "reshape": Operation(lambda a, k: Reshape()),
+    "flatten": Operation(lambda a, k: Reshape()),
+    "relu": Operation(lambda a, k: Rectify(), "pointwise"),
+    "relu_": Operation(lambda a, k: Rectify(), "pointwise"),
+    "add": Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add"), "pointwise"),
+    "add_": Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add_", True),
+                      "pointwise"),
+    **{name: Operation(lambda a, k, name=name: Adjoint(name, name.endswith("_")), "pointwise")
+       for name in ("mul", "mul_", "sub", "sub_", "div", "div_", "sigmoid", "sigmoid_", "tanh", "contiguous",
+                    "clone", "float", "to", "type_as")},
 }
+# Backward-compatible views of the registry: operation -> mirror builder.
+MODULE_RULES: dict[type, Callable[..., Mirror]] = {k: v.mirror for k, v in MODULE_OPERATIONS.items()}
+FUNCTION_RULES: dict[Any, Callable[..., Mirror]] = {k: v.mirror for k, v in FUNCTION_OPERATIONS.items()}
+METHOD_RULES: dict[str, Callable[..., Mirror]] = {k: v.mirror for k, v in METHOD_OPERATIONS.items()}
+
+
+def _redo_function(function: Callable[..., Tensor], args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
+    from torch.fx import Node
+
+    rest = args[1:]
+    if any(isinstance(a, Node) for a in (*rest, *kwargs.values())):
+        raise DeconvError(f"{function.__name__} with a computed parameter is not supported")
+    return lambda x: function(x, *rest, **kwargs)
+
+
+def operation_of(module: nn.Module | None, op: str, target: Any) -> Operation | None:
+    """The registry entry of a graph operation, None when it has no entry (exact types only:
+    a subclass may compute something else in its forward)."""
+    if module is not None:
+        return MODULE_OPERATIONS.get(type(module))
+    if op == "call_function":
+        try:
+            return FUNCTION_OPERATIONS.get(target)
+        except TypeError:  # an unhashable callable
+            return None
+    return METHOD_OPERATIONS.get(target)
 
 
 def supported_operations() -> str:
-    names = [t.__name__ for t in MODULE_RULES]
-    names += [getattr(f, "__name__", str(f)) for f in FUNCTION_RULES]
-    return ", ".join(sorted(set(names)))
+    names = [t.__name__ for t in MODULE_OPERATIONS]
+    names += [getattr(f, "__name__", str(f)) for f in FUNCTION_OPERATIONS]
+    return ", ".join(sorted(set(names))) + ", and any differentiable operation by its exact adjoint"
 
 
 def take_rows(saved: Any, rows: Tensor | None) -> Any:

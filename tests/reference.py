@@ -84,3 +84,92 @@ def autograd_projection(model, x, module_path, channel, position, mode, *, ruled
     # The seed carries the activation's own value (rectification is not linear in it).
     (grad,) = torch.autograd.grad(value, x, grad_outputs=value.detach().clone())
     return grad, float(value.detach()), position
+
+
+# -- autograd with every ReLU-like activation's backward replaced by the mode's rule -----------
+# Independent of the engine: it intercepts the activation functions themselves (nn.ReLU calls
+# F.relu, nn.SiLU calls F.silu, ...) while autograd differentiates everything else exactly.
+
+import torch.nn.functional as F  # noqa: E402
+from torch.overrides import TorchFunctionMode  # noqa: E402
+
+RELU_LIKE = {F.relu, torch.relu, torch.Tensor.relu, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.mish,
+             F.relu6}
+
+
+class _RuledActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, apply, mode):
+        ctx.save_for_backward(x)
+        ctx.apply_, ctx.mode = apply, mode
+        return apply(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            (derivative,) = torch.autograd.grad(ctx.apply_(leaf), leaf, torch.ones_like(x))
+        if ctx.mode == "deconvnet":
+            return grad.clamp_min(0), None, None
+        if ctx.mode == "guided":
+            return grad.clamp_min(0) * derivative, None, None
+        return grad * derivative, None, None
+
+
+class RuledActivations(TorchFunctionMode):
+    """Within this mode, ReLU, ReLU6, LeakyReLU, ELU, SiLU, GELU, Hardswish and Mish backpropagate
+    with ``mode``'s rule (f'(x) in place of the ReLU mask); in-place calls run out of place."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        relu6 = func is F.hardtanh and _arg(args, kwargs, 1, "min_val", -1.0) == 0.0
+        if func in RELU_LIKE or relu6:
+            kwargs.pop("inplace", None)
+            x, rest = args[0], args[1:]
+            if relu6:
+                rest = rest[:2]
+            return _RuledActivation.apply(x, lambda t: func(t, *rest, **kwargs), self.mode)
+        return func(*args, **kwargs)
+
+
+def _arg(args, kwargs, index, name, default):
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def ruled_projection(model, x, module_path, channel, position, mode, *, call=1):
+    """Like autograd_projection, with every ReLU-like activation ruled; ``module_path`` None or
+    "logits" is the model's output. A container's activation is what its forward returns."""
+    captured = {}
+    calls = []
+
+    def keep(module, inputs, output):
+        calls.append(1)
+        if len(calls) == call:
+            captured["a"] = output
+
+    handle = None
+    if module_path not in (None, "logits"):
+        handle = model.get_submodule(module_path).register_forward_hook(keep)
+    x = x.clone().requires_grad_(True)
+    try:
+        with RuledActivations(mode):
+            output = model(x)
+    finally:
+        if handle is not None:
+            handle.remove()
+    activation = (captured["a"] if handle is not None else output)[0, channel]
+    if activation.dim() == 0:
+        value, index = activation, ()
+    else:
+        if position is None:
+            flat = int(activation.argmax())
+            position = (flat // activation.shape[1], flat % activation.shape[1])
+        index = tuple(position)
+        value = activation[index]
+    (grad,) = torch.autograd.grad(value, x, grad_outputs=value.detach().clone())
+    return grad, float(value.detach()), position

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import deconvnet
 
@@ -79,3 +80,65 @@ def test_a_released_deconvnet_says_so(watched):
         pass
     with pytest.raises(deconvnet.DeconvError, match="released"):
         dn.project(torch.rand(1, 3, 16, 16), "4", 1)
+
+
+def test_mirror_does_not_own_the_users_parameters(watched):
+    model = watched.net()
+    before = {name: (p.dtype, p.data_ptr()) for name, p in model.named_parameters()}
+    with deconvnet.Deconvnet(model) as dn:
+        assert list(dn.mirror.parameters()) == []
+        dn.mirror.half()
+        dn.mirror.to(torch.float64)
+    assert {name: (p.dtype, p.data_ptr()) for name, p in model.named_parameters()} == before
+
+
+def test_a_submodule_left_in_training_mode_is_refused(watched):
+    model = watched.net()
+    model[1].train()  # only one submodule
+    with deconvnet.Deconvnet(model) as dn:
+        with pytest.raises(deconvnet.DeconvError, match="submodule 1 of the model is in training mode"):
+            dn.project(torch.rand(1, 3, 16, 16), "4", 1)
+
+
+def test_add_with_alpha_and_tensors_as_keywords_follow_autograd():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.add(self.a(x), self.b(x), alpha=-2.5)
+            return torch.mul(input=y, other=self.a(x))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.rand(1, 3, 8, 8)
+    with deconvnet.Deconvnet(model) as dn:
+        got = dn.project_units(x, "mul", [(0, 1, (3, 4))], mode="backprop").maps
+    x_grad = x.clone().requires_grad_(True)
+    out = model(x_grad)[0, 1, 3, 4]
+    (expected,) = torch.autograd.grad(out, x_grad, out.detach())
+    torch.testing.assert_close(got, expected)
+
+
+def test_a_runtime_error_that_is_not_about_size_is_not_called_too_small():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).cumsum(1)
+
+    model = Broken().eval()
+    with deconvnet.Deconvnet(model) as dn:
+        cuda = RuntimeError("CUDA error: device-side assert triggered")
+        error = dn._failure(torch.rand(1, 3, 2, 2), "conv", cuda)
+    assert "too small" not in str(error) and "CUDA error" in str(error)
+
+
+def test_mirror_of_a_modern_network_holds_nothing_of_the_users():
+    model = torchvision.models.efficientnet_b0().eval()  # SiLU modules, gates, BatchNorm
+    with deconvnet.Deconvnet(model) as dn:
+        assert list(dn.mirror.parameters()) == [] and list(dn.mirror.buffers()) == []
+        assert not any(m in set(model.modules()) for m in dn.mirror.modules())

@@ -1,0 +1,60 @@
+"""The backward traversal: one seed carried down the mirror to the pixels (Zeiler & Fergus 2014)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import Tensor
+
+from ..graph import LayerGraph
+from ..rules import Adjoint, ReluRule, take_rows
+from .mirror import DeconvnetMirror
+from .recorder import Record
+
+
+def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: Tensor, target: fx.Node,
+             rows: Tensor | None, rule: ReluRule) -> Tensor:
+    """The projection of ``seed`` (B, ...) at ``target`` onto the input, (B, C, H, W).
+
+    ``rows`` are the images (in the recorded batch) the seed's rows belong to; None when
+    row i is image i. Signals meeting at a node (residual paths) add up.
+    """
+    signals: dict[fx.Node, Any] = {target: seed}
+    for node in reversed(graph.ancestors(target)):
+        signal = signals.pop(node, None)
+        if node is graph.input:
+            return signal if signal is not None else torch.zeros_like(seed)
+        if signal is None:
+            continue
+        step = mirror.steps[node]
+        if isinstance(step, Adjoint):
+            arriving = list(step.backward(signal, record.saved[node], rows).items())
+        else:
+            outputs = step(signal, take_rows(record.saved.get(node), rows), rule)
+            # A step answers one signal per tensor argument, in argument order.
+            sources = [n for n in _flat_nodes(node) if n in record.tensors]
+            assert len(outputs) == len(sources), (node, len(outputs), len(sources))
+            arriving = list(zip(sources, outputs))
+        for source, contribution in arriving:
+            if source in record.on_path and contribution is not None:
+                signals[source] = _add(signals.get(source), contribution)
+    raise AssertionError("the traversal never reached the input")
+
+
+def _add(total: Any, contribution: Any) -> Any:
+    """Sum of two signals: tensors, or tuples of them (a chunk's pieces) where None means zero."""
+    if total is None:
+        return contribution
+    if contribution is None:
+        return total
+    if isinstance(total, Tensor):
+        return total + contribution
+    return type(total)(_add(a, b) for a, b in zip(total, contribution))
+
+
+def _flat_nodes(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: (found.append(n), n)[1])
+    return found

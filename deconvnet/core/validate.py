@@ -1,0 +1,86 @@
+"""The one check of what a user asks the deconvnet for: the input, a unit, a channel, a position."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DeconvError
+
+
+def check_input(x: Any, model: nn.Module) -> None:
+    """A TypeError or DeconvError unless ``x`` is a finite float (N, C, H, W) batch for ``model`` in eval mode."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor of shape (N, C, H, W), received {type(x).__name__}")
+    if x.dim() != 4:
+        raise DeconvError(f"expected an input of shape (N, C, H, W), received shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise DeconvError(f"expected a floating-point input, received {x.dtype}")
+    if not torch.isfinite(x).all():
+        nan, infinite = int(x.isnan().sum()), int(x.isinf().sum())
+        raise DeconvError(f"expected finite input values, received {nan} NaN and {infinite} infinite value(s) "
+                          f"in an input of shape {tuple(x.shape)}; check the preprocessing that made it")
+    training = [name for name, module in model.named_modules() if module.training]
+    if training:
+        which = "the model" if training[0] == "" else f"submodule {training[0]} of the model"
+        raise DeconvError(f"{which} is in training mode (dropout and batch statistics would change the result): "
+                          "call model.eval() first")
+
+
+def check_channel(layer: str, channel: Any, count: int) -> int:
+    """``channel`` as an int in 0..count-1, or a DeconvError giving the valid range.
+
+    >>> check_channel("conv1", 3, 64)
+    3
+    """
+    if not isinstance(channel, int) or isinstance(channel, bool):
+        raise DeconvError(f"expected an integer channel, received {channel!r}")
+    if not 0 <= channel < count:
+        raise DeconvError(f"channel {channel} is out of range for layer {layer}: it has {count} channels "
+                          f"(0..{count - 1})")
+    return channel
+
+
+def check_position(layer: str, position: Any, height: int, width: int) -> tuple[int, int]:
+    """``position`` as (y, x) inside a height x width map, or a DeconvError giving the valid range."""
+    try:
+        y, x = (int(v) for v in position)
+    except (TypeError, ValueError):
+        raise DeconvError(f"expected a position (y, x) of two integers, received {position!r}") from None
+    if not (0 <= y < height and 0 <= x < width):
+        raise DeconvError(f"position ({y}, {x}) is outside layer {layer}'s {height}x{width} map: "
+                          f"expected 0 <= y < {height} and 0 <= x < {width}")
+    return y, x
+
+
+def check_unit(layer: str, kind: str, shape: torch.Size | tuple, batch: int, image: Any, channel: Any,
+               position: Any) -> None:
+    """A DeconvError unless (image, channel, position) names a unit of a (C,) or (C, H, W) output.
+
+    >>> check_unit("fc", "Linear", (10,), 1, 0, 3, None)
+    >>> check_unit("conv1", "Conv2d", (64, 8, 8), 1, 0, 3, (9, 0))
+    Traceback (most recent call last):
+    ...
+    deconvnet.errors.DeconvError: position (9, 0) is outside layer conv1's 8x8 map: expected 0 <= y < 8 and 0 <= x < 8
+    """
+    if not isinstance(channel, int) or isinstance(channel, bool):
+        raise DeconvError(f"expected an integer channel, received {channel!r}")
+    if len(shape) not in (1, 3):
+        raise DeconvError(f"expected layer {layer} to output (N, C) or (N, C, H, W), "
+                          f"received shape (N, {', '.join(map(str, shape))})")
+    check_channel(layer, channel, shape[0])
+    try:
+        index = operator.index(image)
+    except TypeError:
+        raise DeconvError(f"expected an integer image index, received {image!r}") from None
+    if not 0 <= index < batch:
+        raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+    if len(shape) == 1:
+        if position is not None:
+            raise DeconvError(f"layer {layer} is one-dimensional ({kind}): give no position")
+        return
+    if position is not None:
+        check_position(layer, position, shape[1], shape[2])

@@ -99,7 +99,7 @@ class Deconvnet(FeatureExtractor):
         """Drop the trace, the mirror and the cached forward passes."""
         super().release()
         self.mirror = None  # type: ignore[assignment]
-        self._recorder = None
+        self._recorder = None  # type: ignore[assignment]
 
     # -- projection -------------------------------------------------------------------
     def project_units(
@@ -158,7 +158,8 @@ class Deconvnet(FeatureExtractor):
                 chunk = chosen[start:start + BACKWARD_CHUNK]
                 seed = activation.new_zeros(len(chunk), *activation.shape[1:])
                 for row, unit in enumerate(chunk):
-                    seed[(row, unit.channel, *(unit.position or ()))] = unit.value
+                    index = (row, unit.channel) + tuple(unit.position or ())
+                    seed[index] = unit.value
                 # one unit per image, in order: the records serve as they are
                 rows = None if one_per_image and len(chunk) == len(chosen) else (
                     torch.tensor([u.image for u in chunk], device=x.device))

@@ -80,7 +80,7 @@ class AutogradFunctionCall:
     """A custom torch.autograd.Function as one graph operation: its backward is the user's own,
     so the deconvnet has no rule for it (fx would otherwise trace into its forward)."""
 
-    def __init__(self, function: type) -> None:
+    def __init__(self, function: type[torch.autograd.Function]) -> None:
         self.function = function
         self.__name__ = function.__name__
 

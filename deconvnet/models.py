@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torchvision
@@ -229,6 +229,7 @@ def _pickle_globals(stream: io.BytesIO, found: list[str]) -> bool:
     """Append the globals of the next pickle in ``stream``; False when no complete pickle follows."""
     recent: list[str | None] = []  # what each opcode pushed: its string, or None
     memo: dict[int, str | None] = {}
+    arg: Any  # an opcode's argument: an int, a string or None, by opcode
     try:
         for opcode, arg, _ in pickletools.genops(stream):
             if opcode.name == "MEMOIZE":

@@ -45,9 +45,9 @@ class ReceptiveField:
     Box(top=-1, left=-1, height=3, width=3)
     """
 
-    size: tuple[int, int] | None
-    stride: tuple[int, int] = (1, 1)
-    offset: tuple[int, int] = (0, 0)
+    size: tuple[int, ...] | None  # (height, width)
+    stride: tuple[int, ...] = (1, 1)
+    offset: tuple[int, ...] = (0, 0)
 
     def box(self, y: int | None, x: int | None, image_size: tuple[int, int]) -> Box:
         if self.size is None or y is None or x is None:
@@ -94,7 +94,7 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
     if any(f.size is None for f in fields) or len({f.stride for f in fields}) > 1:
         return WHOLE_INPUT
     top = tuple(min(f.offset[a] for f in fields) for a in (0, 1))
-    end = tuple(max(f.offset[a] + f.size[a] for f in fields) for a in (0, 1))
+    end = tuple(max(f.offset[a] + f.size[a] for f in fields if f.size is not None) for a in (0, 1))
     return ReceptiveField(tuple(e - t for e, t in zip(end, top)), fields[0].stride, top)
 
 
@@ -130,7 +130,7 @@ def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
 def _concatenates_channels(node: fx.Node) -> bool:
     # Along channels only: a concatenation along a spatial axis would move pixels.
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    return dim == 1
+    return bool(dim == 1)
 
 
 def _functional_window(node: fx.Node) -> SimpleNamespace | None:

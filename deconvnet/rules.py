@@ -218,6 +218,7 @@ class ChannelScale(Mirror):
 
     def forward(self, signal: Tensor, saved: None, mode: Any = None) -> list[Tensor]:
         norm = self._norm[0]
+        assert norm.running_var is not None  # checked when the mirror was built
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight

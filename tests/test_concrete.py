@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torchvision
-from reference import ruled_projection
-from test_networks import randomized_batchnorm
 from torch import nn
 
 import deconvnet
+from reference import ruled_projection
+from test_networks import randomized_batchnorm
 
 MODES = ["deconvnet", "guided", "backprop"]
 

@@ -9,11 +9,11 @@ average pools, permutes, channel shuffles and layer scales are differentiated by
 import pytest
 import torch
 import torchvision
-from reference import ruled_projection
 from torch import nn
 
 import deconvnet
 from deconvnet.models import TORCHVISION_CNNS
+from reference import ruled_projection
 
 MODES = ["deconvnet", "guided", "backprop"]
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from reference import RuleReLUFunction, autograd_projection, with_relu_rule
-from test_networks import randomized_batchnorm
 from torch import nn
 
 import deconvnet
+from reference import RuleReLUFunction, autograd_projection, with_relu_rule
+from test_networks import randomized_batchnorm
 
 MODES = ["deconvnet", "guided", "backprop"]
 

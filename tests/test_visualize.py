@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reference import autograd_projection
 
 import deconvnet
 from deconvnet.cli import main
 from deconvnet.render import crop_with_padding, to_display
 from deconvnet.visualize import strongest_channels
+from reference import autograd_projection
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CAT = ASSETS / "cat.jpg"

@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import Tensor
 
 from ..graph import LayerGraph
-from ..rules import Adjoint, ReluRule, take_rows
+from ..rules import Adjoint, ReluRule, Unsupported, take_rows
 from .mirror import DeconvnetMirror
 from .recorder import Record
 
@@ -32,6 +32,7 @@ def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: T
         if isinstance(step, Adjoint):
             arriving = list(step.backward(signal, record.saved[node], rows).items())
         else:
+            assert not isinstance(step, Unsupported)  # the recorder refuses a path through one
             outputs = step(signal, take_rows(record.saved.get(node), rows), rule)
             # A step answers one signal per tensor argument, in argument order.
             sources = [n for n in _flat_nodes(node) if n in record.tensors]
@@ -56,5 +57,5 @@ def _add(total: Any, contribution: Any) -> Any:
 
 def _flat_nodes(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: (found.append(n), n)[1])
+    fx.node.map_arg((node.args, node.kwargs), found.append)
     return found

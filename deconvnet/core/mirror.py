@@ -58,7 +58,7 @@ def build_mirror(layer: Layer, graph: LayerGraph) -> Mirror | Unsupported:
         return Unsupported(f"{where} is a custom autograd Function: its backward is the model's own, "
                            f"not a rule of the deconvnet")
     in_kwargs: list[fx.Node] = []
-    fx.node.map_arg(node.kwargs, lambda n: (in_kwargs.append(n), n)[1])
+    fx.node.map_arg(node.kwargs, in_kwargs.append)
     dynamic_kwargs = any(n in graph.dynamic for n in in_kwargs)  # hand-written mirrors read positional inputs
     operation = operation_of(layer.module, node.op, target)
     if target is torch.cat and node.args and isinstance(node.args[0], fx.Node):

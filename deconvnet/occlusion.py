@@ -31,7 +31,8 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .engine import Deconvnet, Unit
+from .core.features import FeatureExtractor
+from .engine import Unit
 from .errors import DeconvError
 from .fileio import check_writable_dir, save_figure_atomic
 from .images import open_image
@@ -153,7 +154,7 @@ def mid_grey(transform: ImageTransform) -> Tensor:
 
 
 def occlusion_map(
-    model: nn.Module | Deconvnet,
+    model: nn.Module | FeatureExtractor,
     x: Tensor,
     *,
     fill: Tensor | float,
@@ -200,7 +201,7 @@ def occlusion_map(
     measure = _check_measure(measure, layer, channel, target_class)
     grid = OcclusionGrid.over((height, width), size, stride)
 
-    dn = model if isinstance(model, Deconvnet) else Deconvnet(model)
+    dn = model if isinstance(model, FeatureExtractor) else FeatureExtractor(model)
     try:
         if target_class is not None:
             read = _class_reader(dn, x, layer, target_class)
@@ -233,14 +234,14 @@ def occlusion_map(
 class _Reader:
     """A batch of images -> one float64 value per image."""
 
-    def __init__(self, dn: Deconvnet, layer: str, pick) -> None:
+    def __init__(self, dn: FeatureExtractor, layer: str, pick) -> None:
         self.dn, self.layer, self.pick = dn, layer, pick
 
     def __call__(self, batch: Tensor) -> Tensor:
         return self.pick(self.dn.activations(batch, [self.layer])[self.layer]).double()
 
 
-def _channel_reader(dn: Deconvnet, x: Tensor, layer: str, channel: int, measure: str) -> tuple[_Reader, Unit]:
+def _channel_reader(dn: FeatureExtractor, x: Tensor, layer: str, channel: int, measure: str) -> tuple[_Reader, Unit]:
     name = dn.layer(layer).name
     activation = dn.activations(x, [name])[name]
     if not isinstance(activation, Tensor) or activation.dim() not in (2, 4):
@@ -264,7 +265,7 @@ def _channel_reader(dn: Deconvnet, x: Tensor, layer: str, channel: int, measure:
     return _Reader(dn, name, lambda a: a[:, channel].double().flatten(1).sum(1)), unit
 
 
-def _class_reader(dn: Deconvnet, x: Tensor, layer: str | None, target_class: int) -> _Reader:
+def _class_reader(dn: FeatureExtractor, x: Tensor, layer: str | None, target_class: int) -> _Reader:
     name = dn.layer(layer).name if layer is not None else _output_layer(dn)
     logits = dn.activations(x, [name])[name]
     if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -283,7 +284,7 @@ def _class_reader(dn: Deconvnet, x: Tensor, layer: str | None, target_class: int
     return _Reader(dn, name, lambda a: a.double().softmax(1)[:, target_class])
 
 
-def _output_layer(dn: Deconvnet) -> str:
+def _output_layer(dn: FeatureExtractor) -> str:
     """The name of the layer whose result the model returns."""
     output = next(node for node in dn.graph.graph.nodes if node.op == "output")
     result = output.args[0]
@@ -385,7 +386,7 @@ def occlusion(
         if loaded.categories and 0 <= target_class < len(loaded.categories):
             class_name = loaded.categories[target_class]
     x = loaded.transform(open_image(image))[None]
-    with Deconvnet(loaded.model) as dn:
+    with FeatureExtractor(loaded.model) as dn:
         result = occlusion_map(dn, x, fill=mid_grey(loaded.transform), layer=layer, channel=channel,
                                target_class=target_class, measure=measure, size=size, stride=stride,
                                batch_size=batch_size, progress=progress)
@@ -397,7 +398,7 @@ def occlusion(
     return Occlusion(output, loaded.name, result, class_name)
 
 
-def _layer_label(dn: Deconvnet, name: str) -> str:
+def _layer_label(dn: FeatureExtractor, name: str) -> str:
     alias = dn.layer(name).alias
     return f"{name} ({alias})" if alias else name
 

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .engine import Deconvnet
+from .core.features import FeatureExtractor
 from .errors import DeconvError
 from .models import DEFAULT_MODEL, LoadedModel, load
 
@@ -30,7 +30,7 @@ def layer_table(
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096):
         raise DeconvError(f"size (the input side in pixels) must be an integer from 1 to 4096, received {size!r}")
     height, width = (size, size) if size is not None else loaded.transform.input_size
-    with Deconvnet(loaded.model) as dn:
+    with FeatureExtractor(loaded.model) as dn:
         empty = torch.zeros(0, 3, height, width)  # an empty batch: shapes only
         dn.follow(empty)  # a model recorded from real forward passes: the path of this input
         names = [layer.name for layer in dn.graph.layers]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..engine import Deconvnet
+from ..core.features import FeatureExtractor
 from ..errors import DeconvError
 from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
 from ..images import open_image
@@ -125,7 +125,7 @@ def _spread(distances: Tensor) -> Spread:
 
 
 def correspondence_deltas(
-    model: nn.Module | Deconvnet,
+    model: nn.Module | FeatureExtractor,
     inputs: Tensor,
     boxes: Sequence[Mapping[str, Box]],
     *,
@@ -184,7 +184,7 @@ def correspondence_deltas(
 
     signs: dict[str, dict[str, list[Tensor]]] = {layer: {part: [] for part in parts} for layer in layers}
     random_signs: dict[str, dict[tuple[int, str], list[Tensor]]] = {layer: {} for layer in layers}
-    dn = model if isinstance(model, Deconvnet) else Deconvnet(model)
+    dn = model if isinstance(model, FeatureExtractor) else FeatureExtractor(model)
     started = time.perf_counter()
     try:
         for layer in layers:
@@ -221,7 +221,7 @@ def _random_box(box: Box, height: int, width: int, generator: torch.Generator) -
     return Box(top, left, box[2], box[3])
 
 
-def _feature_changes(dn: Deconvnet, x: Tensor, occluders: list[Box], patch: Tensor, layers: list[str],
+def _feature_changes(dn: FeatureExtractor, x: Tensor, occluders: list[Box], patch: Tensor, layers: list[str],
                      batch_size: int) -> dict[str, list[Tensor]]:
     """sign(phi(x) - phi(x occluded)) per layer and occluder, as int8 vectors."""
     changes: dict[str, list[Tensor]] = {layer: [] for layer in layers}
@@ -378,7 +378,7 @@ def correspondence(
         existing = existing.parent
     check_writable_dir(existing)  # before the work; the folder itself is made once the work is done
     inputs = torch.stack(pictures)  # (N, 3, H, W)
-    with Deconvnet(loaded.model) as dn:
+    with FeatureExtractor(loaded.model) as dn:
         result = correspondence_deltas(dn, inputs, boxes, fill=mid_grey(loaded.transform), layers=layers,
                                        repeats=repeats, seed=seed, batch_size=batch_size, progress=progress)
     out.mkdir(parents=True, exist_ok=True)

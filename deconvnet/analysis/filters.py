@@ -169,16 +169,16 @@ def first_conv(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> st
 
 def conv_layer(model: nn.Module, layer: str | None, input_size: tuple[int, int]) -> tuple[str, str | None, nn.Conv2d]:
     """(module name, alias, module) of ``layer`` (a name or alias; None: the first convolution)."""
-    from ..engine import Deconvnet
+    from ..core.features import FeatureExtractor
 
     if layer is None:
         name = first_conv(model, input_size)
-        with Deconvnet(model) as dn:
+        with FeatureExtractor(model) as dn:
             alias = dn.layer(name).alias
         conv = model.get_submodule(name)
         assert isinstance(conv, nn.Conv2d)
         return name, alias, conv
-    with Deconvnet(model) as dn:
+    with FeatureExtractor(model) as dn:
         found = dn.layer(layer)
     if not isinstance(found.module, nn.Conv2d):
         raise DeconvError(f"layer {layer} ({found.name}) is a {found.kind}, not a Conv2d: give a convolution "

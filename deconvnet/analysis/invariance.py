@@ -221,10 +221,10 @@ class _Reader:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        from ..engine import Deconvnet
+        from ..core.features import FeatureExtractor
 
         self.model = model
-        self.dn = Deconvnet(model)
+        self.dn = FeatureExtractor(model)
         self.layers = [self.dn.layer(name) for name in layers]
         self.labels = [f"{layer.name} ({layer.alias})" if layer.alias else layer.name for layer in self.layers]
 

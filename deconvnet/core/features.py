@@ -80,6 +80,12 @@ class FeatureExtractor:
                               f"compute activations of an input first (or call follow(x))")
         return self.graph
 
+    def __enter__(self) -> "FeatureExtractor":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
+
     def release(self) -> None:
         """Drop the graph's compiled forward passes."""
         self._truncated.clear()

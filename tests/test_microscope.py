@@ -4,8 +4,8 @@ top-k, incremental and interrupted builds against one uninterrupted build, the h
 from __future__ import annotations
 
 import json
+import os
 import re
-import sys
 from html import unescape
 from pathlib import Path
 
@@ -20,9 +20,7 @@ from deconvnet.cli import main
 from deconvnet.errors import DeconvError
 from deconvnet.microscope import microscope
 from deconvnet.microscope.histogram import BINS, Histograms
-
-sys.path.insert(0, str(Path(__file__).parent))
-from top9_tiny import TRANSFORM, make_images, tiny_model  # noqa: E402
+from top9_tiny import TRANSFORM, make_images, tiny_model
 
 K = 4
 MODES = ["deconvnet", "guided"]
@@ -285,3 +283,30 @@ def test_labels_from_a_tsv_with_a_header(tmp_path):
     plain.write_text("a.jpg\n")
     with pytest.raises(DeconvError, match="line 1: expected 'file<TAB>label'"):
         read_labels(["a.jpg"], plain, True)
+
+
+
+def test_a_folder_held_by_another_build_is_refused(images, tmp_path):
+    from deconvnet.folderlock import acquire
+
+    root, _, _ = images
+    out = tmp_path / "site"
+    out.mkdir()
+    held = acquire(out)  # as another build's process would
+    with pytest.raises(DeconvError, match=f"is in use by process {os.getpid()}"):
+        microscope(root, out, layers=["features.0"], model=tiny_model(head=True), **SETTINGS)
+    assert held.exists() and not (out / "index.html").exists()
+
+
+def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monkeypatch):
+    import deconvnet.microscope.build as build_module
+
+    root, _, _ = images
+    loaded = tiny_model(head=True)
+    moved: list[torch.nn.Module] = []
+    module_to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to",
+                        lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
+    monkeypatch.setattr(build_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    microscope(root, tmp_path / "site", layers=["features.0"], model=loaded, **SETTINGS)
+    assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from deconvnet.microscope import microscope
-
-sys.path.insert(0, str(Path(__file__).parent))
-from top9_tiny import make_images, tiny_model  # noqa: E402
+from top9_tiny import make_images, tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped .*:UserWarning")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .. import folderlock
 from ..distributed import pick_device
 from ..engine import Deconvnet
 from ..errors import DeconvError
@@ -27,7 +28,7 @@ from ..fileio import check_writable_dir, write_json_atomic
 from ..models import LoadedModel, load
 from ..rules import check_mode
 from ..sheets import folder_names
-from ..top9 import _check_output_folder, _list_images, _model_identity, _name
+from ..top9 import _check_output_folder, _list_images, _model_identity, _name, _on_device
 from . import scan as scanning
 from . import site, thumbnails
 from .labels import read_labels, selectivity
@@ -85,64 +86,71 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
     names = [_name(p, root) for p in paths]
     labelled = read_labels(names, labels, from_folders=Path(images).is_dir())
     loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
-    loaded.model.to(dev)
-    dn = Deconvnet(loaded.model)
-    try:
-        requested = default_layers(dn) if layers == "all" else [dn.layer(n).name for n in
-                                                                ([layers] if isinstance(layers, str) else layers)]
-        if not requested:
-            raise DeconvError("expected at least one layer, received none (or the model has no conv or linear layer)")
-        settings = {"model": loaded.name, "weights": _model_identity(loaded), "transform": loaded.transform.describe(),
-                    "k": k, "channels": channels, "number of images": len(names),
-                    "image list": _digest("\n".join(names)),
-                    "labels": _digest(json.dumps(labelled, sort_keys=True))}
-        settings = json.loads(json.dumps(settings))  # as it reads back from site.json (tuples become lists)
-        out.mkdir(parents=True, exist_ok=True)
-        check_writable_dir(out)
-        data = out / DATA
-        manifest = _open_site(out, settings, restart)
-        data.mkdir(exist_ok=True)
-        _remove_temporaries(out, [data, *(out / name for name in manifest.get("folders", []))])
-        order = [layer.name for layer in dn.graph.layers]
-        site_layers = sorted(set(manifest.get("layers", [])) | set(requested), key=order.index)
-        site_modes = list(dict.fromkeys([*manifest.get("modes", []), *modes]))
-        folders = folder_names([dn.layer(n).alias or n for n in site_layers])
-        folder_of = {n: folders[dn.layer(n).alias or n] for n in site_layers}
-        write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
-                                            "folders": list(folder_of.values())})
-        probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), site_layers)
-        counts = {n: probe[n].shape[1] if channels is None else min(channels, probe[n].shape[1]) for n in site_layers}
-        widths = {n: probe[n].shape[-1] if probe[n].dim() == 4 else None for n in site_layers}
+    loaded = _on_device(loaded, dev)
+    loaded.model.to(dev)  # ours (loaded here, or the copy): moving it touches nothing of the caller's
+    out.mkdir(parents=True, exist_ok=True)
+    # Locked before the clean-up below, which would delete another build's temporary files.
+    with folderlock.locked(out):
+        dn = Deconvnet(loaded.model)
+        try:
+            requested = default_layers(dn) if layers == "all" else [dn.layer(n).name for n in
+                                                                    ([layers] if isinstance(layers, str) else layers)]
+            if not requested:
+                raise DeconvError("expected at least one layer, received none "
+                                  "(or the model has no conv or linear layer)")
+            settings = {"model": loaded.name, "weights": _model_identity(loaded),
+                        "transform": loaded.transform.describe(), "k": k, "channels": channels,
+                        "number of images": len(names),
+                        "image list": _digest("\n".join(names)),
+                        "labels": _digest(json.dumps(labelled, sort_keys=True))}
+            settings = json.loads(json.dumps(settings))  # as it reads back from site.json (tuples become lists)
+            out.mkdir(parents=True, exist_ok=True)
+            check_writable_dir(out)
+            data = out / DATA
+            manifest = _open_site(out, settings, restart)
+            data.mkdir(exist_ok=True)
+            _remove_temporaries(out, [data, *(out / name for name in manifest.get("folders", []))])
+            order = [layer.name for layer in dn.graph.layers]
+            site_layers = sorted(set(manifest.get("layers", [])) | set(requested), key=order.index)
+            site_modes = list(dict.fromkeys([*manifest.get("modes", []), *modes]))
+            folders = folder_names([dn.layer(n).alias or n for n in site_layers])
+            folder_of = {n: folders[dn.layer(n).alias or n] for n in site_layers}
+            write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
+                                                "folders": list(folder_of.values())})
+            probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), site_layers)
+            counts = {n: probe[n].shape[1] if channels is None else min(channels, probe[n].shape[1])
+                      for n in site_layers}
+            widths = {n: probe[n].shape[-1] if probe[n].dim() == 4 else None for n in site_layers}
 
-        missing = [n for n in site_layers if not (data / f"{folder_of[n]}.json").exists()]
-        summary = MicroscopeSummary(out, site_layers, site_modes, 0, missing)
-        _scan_missing(dn, loaded, dev, paths, names, labelled, missing, counts, widths, folder_of, settings,
-                                data, batch_size, workers, progress)
-        tables = {n: json.loads((data / f"{folder_of[n]}.json").read_text(encoding="utf-8")) for n in site_layers}
-        for n in site_layers:
-            folder = out / folder_of[n]
-            table = tables[n]["channels"]
-            for mode in site_modes:
-                if thumbnails.sprite_path(folder, mode).exists():
-                    continue
-                summary.projected += thumbnails.render_units(dn, loaded.transform, root, n, folder, table, [mode],
-                                                             dev, progress)
-                active = {int(c) for c, entries in table.items() if entries}
-                thumbnails.write_sprites(folder, [int(c) for c in table], active, mode)
-        skipped = tables[site_layers[0]]["skipped"]  # every scan reads the same images
-        images_scored = len(names) - len(skipped)
-        write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
-                                            "folders": list(folder_of.values()), "skipped": skipped})
-        write_json_atomic(data / RESULTS, _results(loaded, settings, site_modes, images_scored, tables, labelled))
-        info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n]) for n in site_layers]
-        site.write_site(out, model=loaded.name, identity=settings["weights"], transform=settings["transform"],
-                        images=images_scored, images_root=str(root), k=k, modes=site_modes, layers=info,
-                        labelled=bool(labelled))
-        summary.images = images_scored
-        summary.skipped = [(str(paths[i]), reason) for i, reason in skipped] + others
-        return summary
-    finally:
-        dn.release()
+            missing = [n for n in site_layers if not (data / f"{folder_of[n]}.json").exists()]
+            summary = MicroscopeSummary(out, site_layers, site_modes, 0, missing)
+            _scan_missing(dn, loaded, dev, paths, names, labelled, missing, counts, widths, folder_of, settings,
+                                    data, batch_size, workers, progress)
+            tables = {n: json.loads((data / f"{folder_of[n]}.json").read_text(encoding="utf-8")) for n in site_layers}
+            for n in site_layers:
+                folder = out / folder_of[n]
+                table = tables[n]["channels"]
+                for mode in site_modes:
+                    if thumbnails.sprite_path(folder, mode).exists():
+                        continue
+                    summary.projected += thumbnails.render_units(dn, loaded.transform, root, n, folder, table, [mode],
+                                                                 dev, progress)
+                    active = {int(c) for c, entries in table.items() if entries}
+                    thumbnails.write_sprites(folder, [int(c) for c in table], active, mode)
+            skipped = tables[site_layers[0]]["skipped"]  # every scan reads the same images
+            images_scored = len(names) - len(skipped)
+            write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
+                                                "folders": list(folder_of.values()), "skipped": skipped})
+            write_json_atomic(data / RESULTS, _results(loaded, settings, site_modes, images_scored, tables, labelled))
+            info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n]) for n in site_layers]
+            site.write_site(out, model=loaded.name, identity=settings["weights"], transform=settings["transform"],
+                            images=images_scored, images_root=str(root), k=k, modes=site_modes, layers=info,
+                            labelled=bool(labelled))
+            summary.images = images_scored
+            summary.skipped = [(str(paths[i]), reason) for i, reason in skipped] + others
+            return summary
+        finally:
+            dn.release()
 
 
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # fileio's temporary names

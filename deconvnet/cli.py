@@ -245,11 +245,16 @@ def _top9(args: argparse.Namespace) -> int:
                    workers=args.workers, limit=args.limit, device=args.device, restart=args.restart)
     print(f"scanned {summary.images} images; rendered {summary.rendered} channels "
           f"({summary.reused} already up to date); results in {summary.results_path}")
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} files (unreadable or not images):")
-        for path, reason in summary.skipped[:20]:
-            print(f"  {reason}" if path in reason else f"  {path}: {reason}")
+    report_skipped(summary.skipped)
     return 0
+
+
+def report_skipped(skipped: Sequence[tuple[str, str]]) -> None:
+    """List the files a run skipped (the first 20), each with its reason."""
+    if skipped:
+        print(f"skipped {len(skipped)} files (unreadable or not images):")
+        for path, reason in skipped[:20]:
+            print(f"  {reason}" if path in reason else f"  {path}: {reason}")
 
 
 def _occlusion(args: argparse.Namespace) -> int:

@@ -72,16 +72,21 @@ def autograd_projection(model, x, module_path, channel, position, mode, *, ruled
         net(x)
     finally:
         handle.remove()
-    activation = captured["a"][0, channel]
+    return _seeded_gradient(captured["a"][0, channel], x, position)
+
+
+def _seeded_gradient(activation, x, position):
+    """The gradient of one unit of ``activation`` (C's map, or a scalar) seeded with its own value.
+
+    The seed carries the activation's own value (rectification is not linear in it). Without
+    ``position`` the unit is the map's first maximum in row-major order."""
     if activation.dim() == 0:
-        value, index = activation, ()
+        value = activation
     else:
         if position is None:
             flat = int(activation.argmax())
             position = (flat // activation.shape[1], flat % activation.shape[1])
-        index = tuple(position)
-        value = activation[index]
-    # The seed carries the activation's own value (rectification is not linear in it).
+        value = activation[tuple(position)]
     (grad,) = torch.autograd.grad(value, x, grad_outputs=value.detach().clone())
     return grad, float(value.detach()), position
 
@@ -162,14 +167,4 @@ def ruled_projection(model, x, module_path, channel, position, mode, *, call=1):
     finally:
         if handle is not None:
             handle.remove()
-    activation = (captured["a"] if handle is not None else output)[0, channel]
-    if activation.dim() == 0:
-        value, index = activation, ()
-    else:
-        if position is None:
-            flat = int(activation.argmax())
-            position = (flat // activation.shape[1], flat % activation.shape[1])
-        index = tuple(position)
-        value = activation[index]
-    (grad,) = torch.autograd.grad(value, x, grad_outputs=value.detach().clone())
-    return grad, float(value.detach()), position
+    return _seeded_gradient((captured["a"] if handle is not None else output)[0, channel], x, position)

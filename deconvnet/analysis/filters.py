@@ -44,6 +44,7 @@ from tqdm import tqdm
 from ..errors import DeconvError
 from ..fileio import check_figure_path, save_figure_atomic, write_json_atomic, write_text_atomic
 from ..models import DEFAULT_MODEL, LoadedModel, load
+from .modules import called_modules
 
 BAND_EDGES = (1 / 8, 1 / 4)  # cycles per pixel: low | mid | high
 BAND_NAMES = ("low", "mid", "high")
@@ -153,18 +154,10 @@ def first_conv(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> st
     >>> first_conv(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
     '0'
     """
-    called: list[str] = []
-    handles = [module.register_forward_hook(lambda *_, name=name: called.append(name))
-               for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, *input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
+    called = called_modules(model, input_size, lambda module: isinstance(module, nn.Conv2d))
     if not called:
         raise DeconvError(f"{type(model).__name__} has no Conv2d layer: nothing to analyse")
-    return called[0]
+    return called[0][0]
 
 
 def conv_layer(model: nn.Module, layer: str | None, input_size: tuple[int, int]) -> tuple[str, str | None, nn.Conv2d]:

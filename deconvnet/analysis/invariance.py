@@ -57,6 +57,7 @@ from ..fileio import check_figure_path, save_figure_atomic, write_json_atomic, w
 from ..images import open_image
 from ..models import DEFAULT_MODEL, LoadedModel, class_index, load
 from ..transforms import ImageTransform
+from .modules import called_modules
 
 TRANSFORMS = ("translation", "scale", "rotation")
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
@@ -192,16 +193,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -
     >>> default_layers(m, (16, 16))
     ('1', '2')
     """
-    called: list[tuple[str, nn.Module]] = []
-    leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
-    handles = [module.register_forward_hook(lambda *_, name=name, module=module: called.append((name, module)))
-               for name, module in leaves]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, *input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
+    called = called_modules(model, input_size, lambda module: not list(module.children()))
     if not called:
         raise DeconvError(f"{type(model).__name__} runs no modules to read features from")
     early = next((name for name, module in called if isinstance(module, ACTIVATIONS)), called[0][0])

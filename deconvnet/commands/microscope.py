@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _add_model_options, _mode
+from ..cli import _add_model_options, _mode, report_skipped
 
 
 def _modes(text: str) -> list[str]:
@@ -43,8 +43,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{_count(len(summary.layers), 'layer')} over {_count(summary.images, 'image')}: scanned "
           f"{_count(len(summary.scanned), 'layer')}, projected {_count(summary.projected, 'unit')}; "
           f"open {summary.site / 'index.html'}")
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} files (unreadable or not images):")
-        for path, reason in summary.skipped[:20]:
-            print(f"  {reason}" if path in reason else f"  {path}: {reason}")
+    report_skipped(summary.skipped)
     return 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deconvnet.core.validate import check_channel, check_channels
+from deconvnet.core.validate import check_channel, check_channels, check_image
 from deconvnet.errors import DeconvError
 
 
@@ -38,3 +38,11 @@ def test_check_channel_accepts_numpy_integers_and_gives_the_range():
         check_channel("fc", 10, 10)
     with pytest.raises(DeconvError, match="expected an integer channel"):
         check_channel("fc", 1.0, 10)
+
+
+def test_check_image_gives_the_batch_size():
+    assert check_image(np.int64(2), 3) == 2
+    with pytest.raises(DeconvError, match="image index 3 is out of range: the batch has 3 images"):
+        check_image(3, 3)
+    with pytest.raises(DeconvError, match="expected an integer image index"):
+        check_image(0.5, 3)

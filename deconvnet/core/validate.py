@@ -47,6 +47,21 @@ def check_channel(layer: str, channel: Any, count: int) -> int:
     return channel
 
 
+def check_image(image: Any, batch: int) -> int:
+    """``image`` as an index into a batch of ``batch`` images, or a DeconvError giving the batch size.
+
+    >>> check_image(1, 2)
+    1
+    """
+    try:
+        index = operator.index(image)
+    except TypeError:
+        raise DeconvError(f"expected an integer image index, received {image!r}") from None
+    if not 0 <= index < batch:
+        raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+    return index
+
+
 def check_channels(channels: Iterable[Any], count: int, layer: str | None = None) -> list[int]:
     """``channels`` sorted, each once, all in 0..count-1, or a DeconvError giving the valid range.
 
@@ -93,12 +108,7 @@ def check_unit(layer: str, kind: str, shape: torch.Size | tuple, batch: int, ima
         raise DeconvError(f"expected layer {layer} to output (N, C) or (N, C, H, W), "
                           f"received shape (N, {', '.join(map(str, shape))})")
     check_channel(layer, channel, shape[0])
-    try:
-        index = operator.index(image)
-    except TypeError:
-        raise DeconvError(f"expected an integer image index, received {image!r}") from None
-    if not 0 <= index < batch:
-        raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+    check_image(image, batch)
     if len(shape) == 1:
         if position is not None:
             raise DeconvError(f"layer {layer} is one-dimensional ({kind}): give no position")

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .core.features import FeatureExtractor
+from .core.validate import check_channel
 from .engine import Unit
 from .errors import DeconvError
 from .fileio import check_writable_dir, save_figure_atomic
@@ -248,12 +249,7 @@ def _channel_reader(dn: FeatureExtractor, x: Tensor, layer: str, channel: int, m
         shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation).__name__
         raise DeconvError(f"expected layer {layer} to output (N, C) or (N, C, H, W), received {shape}")
     count = activation.shape[1]
-    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
-        raise DeconvError(f"expected an integer channel, received {channel!r}")
-    channel = int(channel)
-    if not 0 <= channel < count:
-        raise DeconvError(f"channel {channel} is out of range for layer {layer}: it has {count} channels "
-                          f"(0..{count - 1})")
+    channel = check_channel(layer, channel, count)
     plane = activation[0, channel]
     if activation.dim() == 2:  # a fully connected layer: the channel is the unit
         return _Reader(dn, name, lambda a: a[:, channel]), Unit(0, channel, None, float(plane))

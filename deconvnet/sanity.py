@@ -39,6 +39,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .core.validate import check_channel
 from .engine import Deconvnet
 from .errors import DeconvError
 from .rules import MODES, check_mode
@@ -491,8 +492,5 @@ def _target_channels(channel: int | str, scores: Tensor, layer: str) -> list[int
         return scores.argmax(1).tolist()
     if isinstance(channel, bool) or not isinstance(channel, int):
         raise DeconvError(f"expected a channel number or {TOP1!r}, received {channel!r}")
-    if not 0 <= channel < width:
-        raise DeconvError(f"channel {channel} is out of range for layer {layer}: it has {width} channels "
-                          f"(0..{width - 1})")
-    return [channel] * scores.shape[0]
+    return [check_channel(layer, channel, width)] * scores.shape[0]
 

@@ -61,6 +61,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import folderlock, sheets
+from .core.validate import check_channels
 from .distributed import Group, join, pick_device
 from .engine import Deconvnet
 from .errors import DeconvError
@@ -105,24 +106,14 @@ def parse_channels(spec: str, count: int) -> list[int]:
         low, high = int(match[1]), int(match[2] if match[2] is not None else match[1])
         if high < low:
             raise DeconvError(f"channel range {part.strip()!r} runs backwards: write it as '{high}-{low}'")
-        if high >= count:
-            raise DeconvError(f"channel {high} is out of range: the layer has {count} channels (valid: 0-{count - 1})")
         chosen.update(range(low, high + 1))
-    return sorted(chosen)
+    return check_channels(sorted(chosen, reverse=True), count)  # the highest bad channel is named
 
 
 def _channels_for(channels: str | Sequence[int], count: int) -> list[int]:
     if isinstance(channels, str):
         return parse_channels(channels, count)
-    chosen = []
-    for channel in channels:
-        if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < count:
-            raise DeconvError(f"channel {channel!r} is out of range: the layer has {count} channels "
-                              f"(valid: 0-{count - 1})")
-        chosen.append(channel)
-    if not chosen:
-        raise DeconvError("expected at least one channel, received an empty list")
-    return sorted(set(chosen))
+    return check_channels(channels, count)
 
 
 def _list_images(images, out_dir: Path, limit: int | None) -> tuple[Path, list[Path], list[tuple[str, str]]]:

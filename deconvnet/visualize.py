@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from .core.validate import check_image
 from .engine import Deconvnet, Unit
 from .errors import DeconvError
 from .fileio import check_figure_path, save_figure_atomic
@@ -105,8 +106,7 @@ def strongest_channels(dn: Deconvnet, x: Tensor, layer: str, top: int = DEFAULT_
     """
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise DeconvError(f"top must be a whole number of channels, at least 1; received {top!r}")
-    if not 0 <= image < x.shape[0]:
-        raise DeconvError(f"image index {image} is out of range: the batch has {x.shape[0]} images")
+    image = check_image(image, x.shape[0])
     activation = dn.activations(x[image:image + 1], [layer])[layer][0]  # (C, H, W) or (C,)
     if activation.dim() not in (1, 3):
         raise DeconvError(f"layer {layer} outputs shape (N, {', '.join(map(str, activation.shape))}); "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,12 +38,46 @@ def check_channel(layer: str, channel: Any, count: int) -> int:
     >>> check_channel("conv1", 3, 64)
     3
     """
-    if not isinstance(channel, int) or isinstance(channel, bool):
+    if not isinstance(channel, numbers.Integral) or isinstance(channel, bool):
         raise DeconvError(f"expected an integer channel, received {channel!r}")
+    channel = int(channel)
     if not 0 <= channel < count:
         raise DeconvError(f"channel {channel} is out of range for layer {layer}: it has {count} channels "
                           f"(0..{count - 1})")
     return channel
+
+
+def check_image(image: Any, batch: int) -> int:
+    """``image`` as an index into a batch of ``batch`` images, or a DeconvError giving the batch size.
+
+    >>> check_image(1, 2)
+    1
+    """
+    try:
+        index = operator.index(image)
+    except TypeError:
+        raise DeconvError(f"expected an integer image index, received {image!r}") from None
+    if not 0 <= index < batch:
+        raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+    return index
+
+
+def check_channels(channels: Iterable[Any], count: int, layer: str | None = None) -> list[int]:
+    """``channels`` sorted, each once, all in 0..count-1, or a DeconvError giving the valid range.
+
+    >>> check_channels([5, 1, 5], 8)
+    [1, 5]
+    """
+    where = f" for layer {layer}" if layer else ""
+    chosen = set()
+    for channel in channels:
+        if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or not 0 <= int(channel) < count:
+            raise DeconvError(f"channel {channel!r} is out of range{where}: the layer has {count} channels "
+                              f"(valid: 0-{count - 1})")
+        chosen.add(int(channel))
+    if not chosen:
+        raise DeconvError("expected at least one channel, received an empty list")
+    return sorted(chosen)
 
 
 def check_position(layer: str, position: Any, height: int, width: int) -> tuple[int, int]:
@@ -72,12 +108,7 @@ def check_unit(layer: str, kind: str, shape: torch.Size | tuple, batch: int, ima
         raise DeconvError(f"expected layer {layer} to output (N, C) or (N, C, H, W), "
                           f"received shape (N, {', '.join(map(str, shape))})")
     check_channel(layer, channel, shape[0])
-    try:
-        index = operator.index(image)
-    except TypeError:
-        raise DeconvError(f"expected an integer image index, received {image!r}") from None
-    if not 0 <= index < batch:
-        raise DeconvError(f"image index {image} is out of range: the batch has {batch} images")
+    check_image(image, batch)
     if len(shape) == 1:
         if position is not None:
             raise DeconvError(f"layer {layer} is one-dimensional ({kind}): give no position")

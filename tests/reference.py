@@ -58,7 +58,18 @@ def autograd_projection(model, x, module_path, channel, position, mode, *, ruled
     n-th use of a module used several times. Returns (map, value, position).
     """
     net = ruled if ruled is not None else with_relu_rule(model, mode)
-    captured = {}
+    captured: dict = {}
+    handle = _keep_output(net.get_submodule(module_path), call, captured)
+    x = x.clone().requires_grad_(True)
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    return _seeded_gradient(captured["a"][0, channel], x, position)
+
+
+def _keep_output(module, call, captured):
+    """A hook that keeps the output of the ``call``-th use of ``module`` in ``captured["a"]``."""
     calls = []
 
     def keep(module, inputs, output):
@@ -66,13 +77,7 @@ def autograd_projection(model, x, module_path, channel, position, mode, *, ruled
         if len(calls) == call:
             captured["a"] = output
 
-    handle = net.get_submodule(module_path).register_forward_hook(keep)
-    x = x.clone().requires_grad_(True)
-    try:
-        net(x)
-    finally:
-        handle.remove()
-    return _seeded_gradient(captured["a"][0, channel], x, position)
+    return module.register_forward_hook(keep)
 
 
 def _seeded_gradient(activation, x, position):
@@ -149,17 +154,10 @@ def _arg(args, kwargs, index, name, default):
 def ruled_projection(model, x, module_path, channel, position, mode, *, call=1):
     """Like autograd_projection, with every ReLU-like activation ruled; ``module_path`` None or
     "logits" is the model's output. A container's activation is what its forward returns."""
-    captured = {}
-    calls = []
-
-    def keep(module, inputs, output):
-        calls.append(1)
-        if len(calls) == call:
-            captured["a"] = output
-
+    captured: dict = {}
     handle = None
     if module_path not in (None, "logits"):
-        handle = model.get_submodule(module_path).register_forward_hook(keep)
+        handle = _keep_output(model.get_submodule(module_path), call, captured)
     x = x.clone().requires_grad_(True)
     try:
         with RuledActivations(mode):

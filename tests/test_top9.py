@@ -150,14 +150,20 @@ def test_broken_and_non_image_files_are_skipped(tiny, reference, images):
         top9(root, Path(root).parent / "warned", model=tiny.model(), **{**SETTINGS, "layers": ["relu1_1"]})
 
 
-def test_interrupted_run_resumes_to_the_same_results(tiny, reference, images, tmp_path, monkeypatch):
-    def stop(number):
-        if number == 3:
+
+def _interrupt_at_batch(number, tiny, images, out, monkeypatch):
+    """Run top9 into ``out`` and stop it with Ctrl-C when batch ``number`` starts."""
+    def stop(batch):
+        if batch == number:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt):
-        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
+        top9(images[0], out, model=tiny.model(), **SETTINGS)
+
+
+def test_interrupted_run_resumes_to_the_same_results(tiny, reference, images, tmp_path, monkeypatch):
+    _interrupt_at_batch(3, tiny, images, tmp_path, monkeypatch)
     assert (tmp_path / ".top9-checkpoint-rank0.pt").is_file()
     assert not (tmp_path / "top9.json").exists()
     assert not list(tmp_path.rglob("*.tmp"))
@@ -189,13 +195,8 @@ def test_killed_run_resumes_to_the_same_results(tiny, reference, images, tmp_pat
 
 
 def test_checkpoint_from_other_settings_is_refused(tiny, images, tmp_path, monkeypatch):
-    def stop(number):
-        if number == 1:  # the hook runs before the batch's checkpoint: batch 0 is saved
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(top9_module, "_on_batch", stop)
-    with pytest.raises(KeyboardInterrupt):
-        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
+    # the hook runs before the batch's checkpoint: batch 0 is saved
+    _interrupt_at_batch(1, tiny, images, tmp_path, monkeypatch)
     monkeypatch.setattr(top9_module, "_on_batch", None)
     with pytest.raises(DeconvError, match="--restart") as error:
         top9(images[0], tmp_path, model=tiny.model(), **{**SETTINGS, "k": 3})
@@ -356,13 +357,7 @@ def test_another_mode_reuses_the_finished_scan(tiny, reference, images, tmp_path
 
 
 def test_a_checkpoint_resumes_under_another_mode(tiny, reference, images, tmp_path, monkeypatch):
-    def stop(number):
-        if number == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(top9_module, "_on_batch", stop)
-    with pytest.raises(KeyboardInterrupt):
-        top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
+    _interrupt_at_batch(3, tiny, images, tmp_path, monkeypatch)
     done = []
     monkeypatch.setattr(top9_module, "_on_batch", done.append)
     top9(images[0], tmp_path, model=tiny.model(), mode="backprop", render=False, **SETTINGS)

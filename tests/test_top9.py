@@ -398,10 +398,14 @@ def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_pat
     done = torchrun(script, 2, timeout=150)
     assert time.monotonic() - started < 120, "the ranks did not stop promptly"
     assert done.returncode != 0
-    assert [(tmp_path / f"status_{rank}").read_text() for rank in (0, 1)] == ["1", "1"], done.stderr[-3000:]
+    # torchrun stops the whole job as soon as one process exits, so the process that exits second may
+    # be terminated before it prints or writes its status: each process that got that far reports the
+    # failing rank's error and exit status 1, and at least one did.
+    statuses = [path.read_text() for path in sorted(tmp_path.glob("status_*"))]
     lines = [line for line in done.stderr.splitlines() if line.startswith("deconv: error:")]
-    assert sorted(lines) == ["deconv: error: [Errno 28] No space left on device",
-                             "deconv: error: rank 1: [Errno 28] No space left on device"], done.stderr[-3000:]
+    assert statuses and set(statuses) == {"1"}, done.stderr[-3000:]
+    assert lines and set(lines) <= {"deconv: error: [Errno 28] No space left on device",
+                                    "deconv: error: rank 1: [Errno 28] No space left on device"}, done.stderr[-3000:]
     assert not (tmp_path / "out" / ".top9.lock").exists()
 
 

@@ -24,19 +24,21 @@ from typing import TYPE_CHECKING, Any
 from .errors import DeconvError
 
 if TYPE_CHECKING:  # the names below, for type checkers and editors
-    from .core.features import FeatureExtractor
-    from .engine import Deconvnet, Projection, Unit
+    from .engine.deconvnet import Deconvnet, Projection, Unit
+    from .engine.features import FeatureExtractor
+    from .engine.receptive import Box, ReceptiveField
+    from .engine.relu import MODES
     from .models import MODELS, LoadedModel, load, load_model
-    from .receptive import Box, ReceptiveField
-    from .rules import MODES
     from .visualize import visualize
     from .zfnet import ZFNet
 
 # public name -> the module that defines it
 _LAZY = {
-    "FeatureExtractor": "core.features", "Deconvnet": "engine", "Projection": "engine", "Unit": "engine",
+    "FeatureExtractor": "engine.features", "Deconvnet": "engine.deconvnet", "Projection": "engine.deconvnet",
+    "Unit": "engine.deconvnet",
     "MODELS": "models", "LoadedModel": "models", "load": "models", "load_model": "models",
-    "Box": "receptive", "ReceptiveField": "receptive", "MODES": "rules", "visualize": "visualize", "ZFNet": "zfnet",
+    "Box": "engine.receptive", "ReceptiveField": "engine.receptive", "MODES": "engine.relu",
+    "visualize": "visualize", "ZFNet": "zfnet",
 }
 
 __all__ = [

@@ -12,7 +12,7 @@ from .errors import EXIT_FAILED, EXIT_USAGE, DeconvError, exit_status
 
 # Building the parser imports nothing heavy, so `deconv --help` does not wait for torch. These
 # defaults are the API's own (deconvnet.models.DEFAULT_MODEL, deconvnet.occlusion.DEFAULT_*, the
-# modes of deconvnet.rules.MODES); tests/test_startup.py checks that they agree.
+# modes of deconvnet.engine.relu.MODES); tests/test_startup.py checks that they agree.
 DEFAULT_MODEL = "vgg16-hed"
 MODES = ("deconvnet", "guided", "backprop")
 OCCLUSION_SIZE, OCCLUSION_STRIDE, OCCLUSION_BATCH_SIZE = 48, 16, 16

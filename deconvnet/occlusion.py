@@ -31,14 +31,14 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .core.features import FeatureExtractor
-from .core.validate import check_channel
 from .engine import Unit
+from .engine.features import FeatureExtractor
+from .engine.receptive import Box
+from .engine.validate import check_channel
 from .errors import DeconvError
 from .fileio import check_writable_dir, save_figure_atomic
 from .images import open_image
 from .models import DEFAULT_MODEL, LoadedModel, class_index, load
-from .receptive import Box
 from .transforms import ImageTransform
 
 DEFAULT_SIZE = 48  # pixels: about a fifth of a 224 input, the scale of an object part

@@ -39,10 +39,10 @@ import torch.fx as fx
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .core.validate import check_channel
 from .engine import Deconvnet
+from .engine.relu import MODES, check_mode
+from .engine.validate import check_channel
 from .errors import DeconvError
-from .rules import MODES, check_mode
 from .similarity import MEASURES, ReducedMap, compare, reduce_map, require_analysis
 
 GROUPINGS = ("auto", "layer", "block")

@@ -14,11 +14,11 @@ from typing import Sequence
 
 import torch
 
+from .engine.relu import MODES
 from .errors import DeconvError
 from .fileio import check_writable_dir, save_figure_atomic, write_json_atomic
 from .images import IMAGE_SUFFIXES, UnreadableImage, list_images, open_image
 from .models import DEFAULT_MODEL, LoadedModel, class_index, load
-from .rules import MODES
 from .sanity import DEFAULT_BATCH_SIZE, TOP1, SanityResult, sanity_check
 from .similarity import require_analysis
 

@@ -24,11 +24,11 @@ from tqdm import tqdm
 
 from . import render
 from .engine import Deconvnet
+from .engine.receptive import Box
 from .fileio import save_image_atomic
 from .gallery import write_gallery
 from .images import open_image
 from .models import LoadedModel
-from .receptive import Box
 
 MOSAIC_CHANNELS = 64  # channels per layer mosaic (the first ones); every channel has its own sheet
 MOSAIC_SHEET_WIDTH = 480  # wider sheets are scaled down in the mosaic

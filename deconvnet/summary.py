@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .core.features import FeatureExtractor
+from .engine.features import FeatureExtractor
 from .errors import DeconvError
 from .models import DEFAULT_MODEL, LoadedModel, load
 

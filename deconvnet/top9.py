@@ -61,14 +61,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import folderlock, sheets
-from .core.validate import check_channels
 from .distributed import Group, join, pick_device
 from .engine import Deconvnet
+from .engine.relu import check_mode
+from .engine.validate import check_channels
 from .errors import DeconvError
 from .fileio import check_writable_dir, write_json_atomic
 from .images import IMAGE_SUFFIXES, list_images
 from .models import LoadedModel, load
-from .rules import check_mode
 from .scan import ImageFiles, ScanState, TopK, batch_scores, collate, remove
 
 RESULTS = "top9.json"

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .core.validate import check_image
 from .engine import Deconvnet, Unit
+from .engine.receptive import Box
+from .engine.relu import MODES, check_mode
+from .engine.validate import check_image
 from .errors import DeconvError
 from .fileio import check_figure_path, save_figure_atomic
 from .images import open_image
 from .models import DEFAULT_MODEL, LoadedModel, class_index, load
-from .receptive import Box
-from .rules import MODES, check_mode
 
 if TYPE_CHECKING:
     from .render import NotebookFigure

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import deconvnet
-from deconvnet.core.backward import backward
-from deconvnet.rules import RULES
+from deconvnet.engine.backward import backward
+from deconvnet.engine.relu import RULES
 
 
 def channel_shuffle(x):

@@ -18,7 +18,7 @@ from deconvnet.analysis.correspondence import (
     pairwise_hamming,
 )
 from deconvnet.cli import main
-from deconvnet.receptive import Box
+from deconvnet.engine.receptive import Box
 from deconvnet.transforms import ImageTransform
 
 GREY = 0.5

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from deconvnet.rules import TransposedConv2d
+from deconvnet.engine.steps import TransposedConv2d
 
 KERNEL = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
 

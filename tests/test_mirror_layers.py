@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from deconvnet.rules import MODULE_RULES
+from deconvnet.engine.operations import MODULE_OPERATIONS
 
 
 def mirror_of(module, x, mode="backprop"):
     """Run ``module`` on ``x`` through its mirror's recorder; return (output, backward function)."""
-    step = MODULE_RULES[type(module)](module)
+    step = MODULE_OPERATIONS[type(module)].mirror(module)
     output, saved = step.run(lambda: module(x), [x], mode)
     return output, lambda signal: step(signal, saved, mode)[0]
 
@@ -45,7 +45,7 @@ def test_transposed_convolution_is_the_adjoint(cin, cout, k, s, p, d, g, size):
 
 def test_transposed_convolution_shares_the_weight_tensor():
     conv = nn.Conv2d(3, 4, 3)
-    step = MODULE_RULES[nn.Conv2d](conv)
+    step = MODULE_OPERATIONS[nn.Conv2d].mirror(conv)
     assert step.weight is conv.weight  # tied, not a copy
     assert step.bias is None
 

@@ -137,7 +137,7 @@ def test_more_units_than_one_backward_chunk_match_one_by_one(networks):
     model = networks["alexnet"]
     torch.manual_seed(4)
     x = torch.rand(2, 3, 96, 96)
-    channels = list(range(deconvnet.engine.BACKWARD_CHUNK + 3))
+    channels = list(range(deconvnet.engine.deconvnet.BACKWARD_CHUNK + 3))
     with deconvnet.Deconvnet(model) as dn:
         together = dn.project(x, "conv2", channels, mode="guided")  # (2, C, 3, H, W)
         for image, channel in [(0, 0), (1, 5), (1, len(channels) - 1)]:

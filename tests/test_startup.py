@@ -46,7 +46,8 @@ def test_the_public_names_are_the_api_objects():
 
 
 def test_the_cli_defaults_are_the_apis():
-    from deconvnet import models, occlusion, rules
+    from deconvnet import models, occlusion
+    from deconvnet.engine import relu as rules
 
     assert cli.DEFAULT_MODEL == models.DEFAULT_MODEL
     assert tuple(cli.MODES) == tuple(rules.MODES)

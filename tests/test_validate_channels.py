@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deconvnet.core.validate import check_channel, check_channels, check_image
+from deconvnet.engine.validate import check_channel, check_channels, check_image
 from deconvnet.errors import DeconvError
 
 

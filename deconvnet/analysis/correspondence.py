@@ -35,13 +35,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..core.features import FeatureExtractor
+from ..engine.features import FeatureExtractor
+from ..engine.receptive import Box
 from ..errors import DeconvError
 from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
 from ..images import open_image
 from ..models import DEFAULT_MODEL, LoadedModel, load
 from ..occlusion import mid_grey
-from ..receptive import Box
 from ..transforms import ImageTransform
 
 DEFAULT_REPEATS = 5

@@ -162,7 +162,7 @@ def first_conv(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> st
 
 def conv_layer(model: nn.Module, layer: str | None, input_size: tuple[int, int]) -> tuple[str, str | None, nn.Conv2d]:
     """(module name, alias, module) of ``layer`` (a name or alias; None: the first convolution)."""
-    from ..core.features import FeatureExtractor
+    from ..engine.features import FeatureExtractor
 
     if layer is None:
         name = first_conv(model, input_size)

@@ -213,7 +213,7 @@ class _Reader:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        from ..core.features import FeatureExtractor
+        from ..engine.features import FeatureExtractor
 
         self.model = model
         self.dn = FeatureExtractor(model)

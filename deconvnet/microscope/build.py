@@ -23,10 +23,10 @@ from torch import nn
 from .. import folderlock
 from ..distributed import pick_device
 from ..engine import Deconvnet
+from ..engine.relu import check_mode
 from ..errors import DeconvError
 from ..fileio import check_writable_dir, write_json_atomic
 from ..models import LoadedModel, load
-from ..rules import check_mode
 from ..sheets import folder_names
 from ..top9 import _check_output_folder, _list_images, _model_identity, _name, _on_device
 from . import scan as scanning

@@ -8,10 +8,11 @@ import torch
 import torch.fx as fx
 from torch import Tensor
 
-from ..graph import LayerGraph
-from ..rules import Adjoint, ReluRule, Unsupported, take_rows
+from .graph import LayerGraph
 from .mirror import DeconvnetMirror
 from .recorder import Record
+from .relu import ReluRule
+from .steps import Adjoint, Unsupported, take_rows
 
 
 def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: Tensor, target: fx.Node,

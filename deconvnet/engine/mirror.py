@@ -1,6 +1,6 @@
 """The mirrored network: one backward step per forward operation (Zeiler & Fergus 2014, Fig. 1).
 
-Each operation of the graph gets its registry entry's mirror (rules.py); an operation the
+Each operation of the graph gets its registry entry's mirror (operations.py); an operation the
 recorded graph cannot follow stands as ``Unsupported`` and raises only if a projection
 crosses it.
 """
@@ -14,8 +14,9 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import DeconvError
-from ..graph import AutogradFunctionCall, Layer, LayerGraph
-from ..rules import Adjoint, Mirror, Unsupported, operation_of
+from .graph import AutogradFunctionCall, Layer, LayerGraph
+from .operations import operation_of
+from .steps import Adjoint, Mirror, Unsupported
 
 
 class DeconvnetMirror(nn.Module):

@@ -14,9 +14,11 @@ import torch.fx as fx
 from torch import Tensor
 
 from ..errors import DeconvError
-from ..graph import LayerGraph
-from ..rules import Adjoint, ReluRule, Unsupported, supported_operations
+from .graph import LayerGraph
 from .mirror import DeconvnetMirror
+from .operations import supported_operations
+from .relu import ReluRule
+from .steps import Adjoint, Unsupported
 
 
 @dataclass
@@ -33,8 +35,8 @@ class Recorder(fx.Interpreter):
     """Runs ``graph`` on an input up to one node, each mirror step recording what it needs.
 
     >>> import torch, torchvision
-    >>> from deconvnet.graph import LayerGraph
-    >>> from deconvnet.rules import RULES
+    >>> from deconvnet.engine.graph import LayerGraph
+    >>> from deconvnet.engine.relu import RULES
     >>> graph = LayerGraph(torchvision.models.vgg11().eval())
     >>> recorder = Recorder(graph, DeconvnetMirror(graph))
     >>> record = recorder.record(torch.rand(1, 3, 32, 32), graph.find("pool1").node, RULES["guided"])

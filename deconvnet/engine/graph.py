@@ -18,7 +18,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .errors import DeconvError
+from ..errors import DeconvError
 
 
 @dataclass(frozen=True)

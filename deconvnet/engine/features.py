@@ -12,10 +12,10 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from ..concrete import record_graph
 from ..errors import DeconvError
-from ..graph import Layer, LayerGraph, NotTraceable
-from ..receptive import Box, ReceptiveField, receptive_fields
+from .concrete import record_graph
+from .graph import Layer, LayerGraph, NotTraceable
+from .receptive import Box, ReceptiveField, receptive_fields
 from .validate import check_input
 
 

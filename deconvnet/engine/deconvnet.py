@@ -4,29 +4,31 @@ A forward pass records what the mirror needs: the max-pool switches, the ReLU ma
 the input shapes. Then the chosen activation alone seeds a backward pass through the
 mirrored network: unpool with the switches, rectify, transposed convolution with the
 convolution's own weights. The three modes differ only at the ReLU-like activations (see
-rules.ReluRule). This module is the public face; the parts live in deconvnet/core/.
+relu.ReluRule). This module is the public face; the parts are its sibling modules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .core.backward import backward
-from .core.features import FeatureExtractor
-from .core.mirror import DeconvnetMirror
-from .core.recorder import Recorder
-from .core.validate import check_unit
-from .core.windows import cut, group_by_size, plan_windows
-from .errors import DeconvError
+from ..errors import DeconvError
+from .backward import backward
+from .features import FeatureExtractor
 from .graph import Layer, LayerGraph
+from .mirror import DeconvnetMirror
 from .receptive import ReceptiveField
-from .rules import ReluRule, relu_rule
+from .recorder import Recorder
+from .relu import ReluRule, relu_rule
+from .validate import check_unit
+from .windows import cut, group_by_size, plan_windows
 
 BACKWARD_CHUNK = 16  # units carried down together
+RENDERER = "deconvnet.render"  # draws Projection.to_image() and .show()
 
 
 class Unit(NamedTuple):
@@ -46,16 +48,15 @@ class Projection:
     units: list[Unit]
     layer: Layer
 
-    # For notebooks. The rendering code (matplotlib) loads only when a picture is asked for.
+    # For notebooks. Drawing is not the engine's: the renderer is loaded by name only when a
+    # picture is asked for, so the engine imports nothing above it (and no PIL or matplotlib).
     def to_image(self, index: int | None = None, **options: Any) -> Any:
         """A PIL image of ``maps[index]`` or of all maps (options: transform, percentile)."""
-        from .render import projection_image
-        return projection_image(self, index, **options)
+        return import_module(RENDERER).projection_image(self, index, **options)
 
     def show(self, **options: Any) -> Any:
         """A matplotlib Figure of all maps, each titled by its unit; Jupyter displays it inline."""
-        from .render import projection_figure
-        return projection_figure(self, **options)
+        return import_module(RENDERER).projection_figure(self, **options)
 
     def _repr_png_(self) -> bytes:
         return self.show()._repr_png_()
@@ -168,7 +169,7 @@ class Deconvnet(FeatureExtractor):
 
     def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField,
                          rule: ReluRule) -> Projection:
-        """The full projection, computed on the smallest input windows that determine it (core/windows.py).
+        """The full projection, computed on the smallest input windows that determine it (windows.py).
 
         Positions inside the fields see exactly the values, switches and masks of the full
         pass, and the image border keeps the model's own padding. Windows of equal size run

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import LayerGraph
-from .rules import operation_of
+from .operations import FieldKind, operation_of
 
 
 class Box(NamedTuple):
@@ -101,7 +101,7 @@ def _union(fields: list[ReceptiveField]) -> ReceptiveField:
 def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
     """Every node's receptive field in input pixels, from the model's own layers.
 
-    Each operation's rule is its registry entry's ``field`` (rules.py); an operation
+    Each operation's rule is its registry entry's ``field`` (operations.py); an operation
     without one is taken to mix the whole input, the safe over-estimate.
     """
     fields: dict[fx.Node, ReceptiveField] = {}
@@ -114,13 +114,13 @@ def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
             continue  # a constant: it does not depend on the input
         module = graph.model.get_submodule(str(node.target)) if node.op == "call_module" else None
         operation = operation_of(module, node.op, node.target)
-        rule = operation.field if operation is not None else "whole"
-        if rule == "window":
+        kind = operation.field if operation is not None else FieldKind.WHOLE
+        if kind is FieldKind.WINDOW:
             window = module if module is not None else _functional_window(node)
             fields[node] = _through_window(_union(inputs), window) if window is not None else WHOLE_INPUT
-        elif rule == "pad" and isinstance(module, nn.ZeroPad2d):
+        elif kind is FieldKind.PAD and isinstance(module, nn.ZeroPad2d):
             fields[node] = _shifted(_union(inputs), module.padding)
-        elif rule == "pointwise" or (rule == "concat" and _concatenates_channels(node)):
+        elif kind is FieldKind.POINTWISE or (kind is FieldKind.CONCAT and _concatenates_channels(node)):
             fields[node] = _union(inputs)
         else:
             fields[node] = WHOLE_INPUT

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..receptive import Box, ReceptiveField
+from .receptive import Box, ReceptiveField
 
 
 def plan_windows(

@@ -1,22 +1,21 @@
-"""The deconvnet's layers: one registry entry per forward operation, holding its mirror.
+"""The deconvnet's layers: one mirror step per forward operation.
 
 Zeiler & Fergus (ECCV 2014, Sec. 2.1) reverse each layer of the convnet: max pooling
 by unpooling with the recorded switches, a convolution by the transposed convolution
-with the same filters, and a ReLU by rectifying the signal again. Every mirror here is
+with the same filters, and a ReLU by rectifying the signal again. Every step here is
 the adjoint of its forward operation, except at the ReLU-like activations, where the
-chosen technique's rule (a ``ReluRule``) replaces the derivative. So a whole projection
+chosen technique's rule (relu.ReluRule) replaces the derivative. So a whole projection
 equals autograd with only those activations' backward replaced, which the tests check.
 
-An operation without a hand-written mirror gets ``Adjoint``: the exact vector-Jacobian
+An operation without a hand-written step gets ``Adjoint``: the exact vector-Jacobian
 product at the recorded forward inputs (average pooling, permutes, interpolation,
-gates, normalizations, products of two signals...). Hand-written mirrors stay where they
-are the paper's (transposed convolution, unpooling) or faster.
+gates, normalizations, products of two signals...). Hand-written steps stay where they
+are the paper's (transposed convolution, unpooling) or faster. Which operation gets which
+step is the registry's (operations.py).
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -24,50 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .errors import DeconvError
-
-
-@dataclass(frozen=True)
-class ReluRule:
-    """What a technique does at a ReLU-like activation f with derivative f'(x).
-
-    >>> RULES["guided"](torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 0.5]))
-    tensor([0., 1.])
-    """
-
-    name: str
-    rectify: bool  # pass max(g, 0) instead of g
-    masked: bool  # multiply by f'(x) at the recorded input (the ReLU mask for ReLU)
-
-    def __call__(self, signal: Tensor, derivative: Tensor | None) -> Tensor:
-        if self.rectify:
-            signal = signal.clamp_min(0)
-        if self.masked:
-            assert derivative is not None, "the forward pass did not record f'(x)"
-            signal = signal * derivative
-        return signal
-
-
-RULES: dict[str, ReluRule] = {
-    "deconvnet": ReluRule("deconvnet", rectify=True, masked=False),  # Zeiler & Fergus 2014
-    "guided": ReluRule("guided", rectify=True, masked=True),  # guided backpropagation, Springenberg et al. 2015
-    "backprop": ReluRule("backprop", rectify=False, masked=True),  # the plain gradient, Simonyan et al. 2014
-}
-MODES = tuple(RULES)
-RELU_RULES: dict[str, tuple[bool, bool]] = {name: (r.rectify, r.masked) for name, r in RULES.items()}
-
-
-def relu_rule(mode: str | ReluRule) -> ReluRule:
-    """The rule object for a mode name; a DeconvError lists the modes."""
-    if isinstance(mode, ReluRule):
-        return mode
-    if mode not in RULES:
-        raise DeconvError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    return RULES[mode]
-
-
-def check_mode(mode: str) -> None:
-    relu_rule(mode)
+from ..errors import DeconvError
+from .relu import ReluRule, relu_rule
 
 
 class Mirror(nn.Module):
@@ -422,104 +379,6 @@ class Unsupported:
 
     def __repr__(self) -> str:
         return f"Unsupported({self.reason})"
-
-
-# -- the registry --------------------------------------------------------------------------
-# One entry per operation: how to build its mirror, and what it does to a receptive field
-# ("window": a sliding window; "pointwise": position by position; "pad": shifts the
-# origin; anything else, including an operation not listed: the whole input).
-
-@dataclass(frozen=True)
-class Operation:
-    mirror: Callable[..., Mirror]
-    field: str = "whole"
-
-
-MODULE_OPERATIONS: dict[type, Operation] = {
-    nn.Conv2d: Operation(TransposedConv2d, "window"),
-    nn.MaxPool2d: Operation(Unpool2d, "window"),
-    nn.AvgPool2d: Operation(lambda m: Adjoint("AvgPool2d"), "window"),
-    nn.ReLU: Operation(lambda m: Rectify(), "pointwise"),
-    nn.ReLU6: Operation(lambda m: Rectify(upper=6.0), "pointwise"),
-    nn.BatchNorm2d: Operation(ChannelScale, "pointwise"),
-    nn.Dropout: Operation(lambda m: Passthrough("Dropout: identity in eval mode"), "pointwise"),
-    nn.Identity: Operation(lambda m: Passthrough(), "pointwise"),
-    nn.LocalResponseNorm: Operation(
-        lambda m: Passthrough("LocalResponseNorm: skipped, as in the paper's deconvnet"), "pointwise"),
-    nn.AdaptiveAvgPool2d: Operation(lambda m: SpreadAverage()),
-    nn.ZeroPad2d: Operation(Unpad, "pad"),
-    nn.Flatten: Operation(lambda m: Reshape()),
-    nn.Linear: Operation(TransposedLinear),
-    **{kind: Operation(lambda m, name=kind.__name__: Rectify(redo=m, name=name), "pointwise")
-       for kind in (nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish)},
-    **{kind: Operation(lambda m, name=kind.__name__: Adjoint(name), "pointwise")
-       for kind in (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.BatchNorm1d, nn.Dropout2d)},
-}
-_RELU_LIKE_FUNCTIONS = (F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.mish)
-FUNCTION_OPERATIONS: dict[Any, Operation] = {
-    torch.flatten: Operation(lambda a, k: Reshape()),
-    torch.reshape: Operation(lambda a, k: Reshape()),
-    F.relu: Operation(lambda a, k: Rectify(), "pointwise"),
-    torch.relu: Operation(lambda a, k: Rectify(), "pointwise"),
-    F.relu6: Operation(lambda a, k: Rectify(upper=6.0), "pointwise"),
-    F.adaptive_avg_pool2d: Operation(lambda a, k: SpreadAverage()),
-    operator.add: Operation(lambda a, k: Sum(), "pointwise"),
-    operator.iadd: Operation(lambda a, k: Sum(), "pointwise"),
-    torch.add: Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add"), "pointwise"),
-    torch.cat: Operation(lambda a, k: Split(a[1] if len(a) > 1 else k.get("dim", 0)), "concat"),
-    F.max_pool2d: Operation(lambda a, k: Adjoint("max_pool2d"), "window"),
-    F.avg_pool2d: Operation(lambda a, k: Adjoint("avg_pool2d"), "window"),
-    **{f: Operation(lambda a, k, f=f: Rectify(redo=_redo_function(f, a, k), name=f.__name__), "pointwise")
-       for f in _RELU_LIKE_FUNCTIONS},
-    **{f: Operation(lambda a, k, f=f: Adjoint(getattr(f, "__name__", str(f))), "pointwise")
-       for f in (operator.sub, operator.mul, operator.truediv, torch.mul, torch.sub, torch.sigmoid, F.sigmoid,
-                 torch.tanh, F.hardsigmoid, F.dropout, operator.imul, operator.isub, operator.neg)},
-}
-METHOD_OPERATIONS: dict[str, Operation] = {
-    "view": Operation(lambda a, k: Reshape()),
-    "reshape": Operation(lambda a, k: Reshape()),
-    "flatten": Operation(lambda a, k: Reshape()),
-    "relu": Operation(lambda a, k: Rectify(), "pointwise"),
-    "relu_": Operation(lambda a, k: Rectify(), "pointwise"),
-    "add": Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add"), "pointwise"),
-    "add_": Operation(lambda a, k: Sum() if len(a) <= 2 and "alpha" not in k else Adjoint("add_", True),
-                      "pointwise"),
-    **{name: Operation(lambda a, k, name=name: Adjoint(name, name.endswith("_")), "pointwise")
-       for name in ("mul", "mul_", "sub", "sub_", "div", "div_", "sigmoid", "sigmoid_", "tanh", "contiguous",
-                    "clone", "float", "to", "type_as")},
-}
-# Backward-compatible views of the registry: operation -> mirror builder.
-MODULE_RULES: dict[type, Callable[..., Mirror]] = {k: v.mirror for k, v in MODULE_OPERATIONS.items()}
-FUNCTION_RULES: dict[Any, Callable[..., Mirror]] = {k: v.mirror for k, v in FUNCTION_OPERATIONS.items()}
-METHOD_RULES: dict[str, Callable[..., Mirror]] = {k: v.mirror for k, v in METHOD_OPERATIONS.items()}
-
-
-def _redo_function(function: Callable[..., Tensor], args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor]:
-    from torch.fx import Node
-
-    rest = args[1:]
-    if any(isinstance(a, Node) for a in (*rest, *kwargs.values())):
-        raise DeconvError(f"{function.__name__} with a computed parameter is not supported")
-    return lambda x: function(x, *rest, **kwargs)
-
-
-def operation_of(module: nn.Module | None, op: str, target: Any) -> Operation | None:
-    """The registry entry of a graph operation, None when it has no entry (exact types only:
-    a subclass may compute something else in its forward)."""
-    if module is not None:
-        return MODULE_OPERATIONS.get(type(module))
-    if op == "call_function":
-        try:
-            return FUNCTION_OPERATIONS.get(target)
-        except TypeError:  # an unhashable callable
-            return None
-    return METHOD_OPERATIONS.get(target)
-
-
-def supported_operations() -> str:
-    names = [t.__name__ for t in MODULE_OPERATIONS]
-    names += [getattr(f, "__name__", str(f)) for f in FUNCTION_OPERATIONS]
-    return ", ".join(sorted(set(names))) + ", and any differentiable operation by its exact adjoint"
 
 
 def take_rows(saved: Any, rows: Tensor | None) -> Any:

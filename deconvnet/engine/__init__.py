@@ -1,0 +1,28 @@
+"""The engine: project one activation back to pixel space (Zeiler & Fergus, ECCV 2014, Sec. 2.1).
+
+It computes tensors and nothing else; drawing, files, datasets and the command line are
+built on it, and it imports nothing from the rest of the package but ``deconvnet.errors``
+(tests/test_architecture.py checks that). Read top-down:
+
+- ``graph``: the model as a ``torch.fx`` graph (symbolic trace), its layer names and aliases.
+- ``concrete``: the other way to a graph, recorded from a real forward pass, for models
+  that fx cannot trace.
+- ``relu``: the three techniques, which differ only at a ReLU-like activation.
+- ``steps``: the mirror steps (transposed convolution, unpooling, ..., the exact adjoint).
+- ``operations``: the registry, each forward operation's mirror step and receptive-field kind.
+- ``receptive``: receptive fields and boxes, from the registry.
+- ``validate``: the one check of inputs, channels, positions and units.
+- ``features``: the forward-only feature extractor (layers, receptive fields, activations).
+- ``mirror``: the mirrored network, one step per operation of the graph.
+- ``recorder``: the forward pass that keeps what each step needs (switches, masks, inputs).
+- ``backward``: the traversal that carries the seeds down the mirror to the pixels.
+- ``windows``: receptive-field window planning, for units at known positions.
+- ``deconvnet``: ``Deconvnet``, ``Projection`` and ``Unit``, which put them together.
+"""
+
+from .deconvnet import Deconvnet, Projection, Unit
+from .features import FeatureExtractor
+from .receptive import Box, ReceptiveField
+from .relu import MODES
+
+__all__ = ["MODES", "Box", "Deconvnet", "FeatureExtractor", "Projection", "ReceptiveField", "Unit"]

@@ -16,8 +16,6 @@ functions that draw.
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +27,8 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
     from .engine.receptive import Box, ReceptiveField
     from .engine.relu import MODES
     from .models import MODELS, LoadedModel, load, load_model
-    from .visualize import visualize
-    from .zfnet import ZFNet
+    from .models.zfnet import ZFNet
+    from .tasks.visualize import visualize
 
 # public name -> the module that defines it
 _LAZY = {
@@ -38,7 +36,7 @@ _LAZY = {
     "Unit": "engine.deconvnet",
     "MODELS": "models", "LoadedModel": "models", "load": "models", "load_model": "models",
     "Box": "engine.receptive", "ReceptiveField": "engine.receptive", "MODES": "engine.relu",
-    "visualize": "visualize", "ZFNet": "zfnet",
+    "visualize": "tasks.visualize", "ZFNet": "models.zfnet",
 }
 
 __all__ = [
@@ -59,19 +57,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*__all__, "__version__"})
-
-
-class _Package(types.ModuleType):
-    """Keeps ``deconvnet.visualize`` the function when the submodule of the same name is imported.
-
-    Importing ``deconvnet.visualize`` (the module) sets the package attribute of that name
-    to the module; the function is what the API documents.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "visualize" and isinstance(value, types.ModuleType):
-            value = value.visualize
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -11,7 +11,7 @@ from typing import Sequence
 from .errors import EXIT_FAILED, EXIT_USAGE, DeconvError, exit_status
 
 # Building the parser imports nothing heavy, so `deconv --help` does not wait for torch. These
-# defaults are the API's own (deconvnet.models.DEFAULT_MODEL, deconvnet.occlusion.DEFAULT_*, the
+# defaults are the API's own (deconvnet.models.DEFAULT_MODEL, deconvnet.tasks.occlusion.DEFAULT_*, the
 # modes of deconvnet.engine.relu.MODES); tests/test_startup.py checks that they agree.
 DEFAULT_MODEL = "vgg16-hed"
 MODES = ("deconvnet", "guided", "backprop")
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _visualize(args: argparse.Namespace) -> int:
-    from .visualize import visualize
+    from .tasks.visualize import visualize
 
     channels = args.channel
     if args.output:
@@ -218,7 +218,7 @@ def _visualize(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from .summary import layer_table
+    from .tasks.layers import layer_table
 
     rows = layer_table(args.model, weights=args.weights, size=args.size, tree=True)
     header = ("name", "alias", "type", "output shape", "field", "stride")
@@ -238,7 +238,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _top9(args: argparse.Namespace) -> int:
-    from .top9 import top9
+    from .tasks.top9.compute import top9
 
     summary = top9(args.images, args.output, layers=args.layer, channels=args.channels, k=args.k,
                    model=args.model, weights=args.weights, mode=args.mode, batch_size=args.batch_size,
@@ -258,7 +258,7 @@ def report_skipped(skipped: Sequence[tuple[str, str]]) -> None:
 
 
 def _occlusion(args: argparse.Namespace) -> int:
-    from .occlusion import describe, occlusion
+    from .tasks.occlusion import describe, occlusion
 
     target_class = None if args.target_class is None else _class(args.target_class)
     if args.output:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import deconvnet
-from deconvnet.images import list_images, open_image
+from deconvnet.dataset.images import list_images, open_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 GOALS = {"scan": (">=", 0.9), "one_projection_vs_captum": ("<=", 1.0),
@@ -171,10 +171,10 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
 # Linux keeps it across fork and exec.
 MEMORY_SNIPPET = """
 import re, sys, torch, deconvnet
-from deconvnet.images import open_image
+from deconvnet.dataset.images import open_image
 kind, argument = sys.argv[1], sys.argv[2]
 if kind == "scan":
-    from deconvnet.top9 import top9
+    from deconvnet.tasks.top9.compute import top9
     top9(argument, sys.argv[3], layers=["conv3_3"], channels="0-15", batch_size=16, workers=0,
          progress=False, render=False)
 else:
@@ -203,7 +203,7 @@ def bench_memory(paths, workdir: Path, counts) -> dict:
 
 
 def bench_scan(paths, workdir: Path, batch_size: int, repeats: int) -> dict:
-    from deconvnet.top9 import top9
+    from deconvnet.tasks.top9.compute import top9
 
     loaded = deconvnet.load("vgg16-hed")
     listing = workdir / "scan_images.txt"

@@ -36,11 +36,11 @@ from pathlib import Path
 import torch
 
 import deconvnet
+from deconvnet.dataset.images import open_image
 from deconvnet.engine import Deconvnet
-from deconvnet.images import open_image
-from deconvnet.microscope import build as build_module
-from deconvnet.microscope import default_layers, microscope
-from deconvnet.sheets import project_channel
+from deconvnet.tasks.microscope import build as build_module
+from deconvnet.tasks.microscope import default_layers, microscope
+from deconvnet.tasks.top9.sheets import project_channel
 
 PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
 FULL_IMAGES, K = 1000, 9

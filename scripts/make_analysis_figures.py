@@ -24,8 +24,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deconvnet.analysis.correspondence import correspondence, format_table  # noqa: E402
-from deconvnet.analysis.evolution import evolution  # noqa: E402
+from deconvnet.tasks.correspondence import correspondence, format_table  # noqa: E402
+from deconvnet.tasks.evolution import evolution  # noqa: E402
 
 ASSETS = ROOT / "assets"
 # [x0, y0, x1, y1] in assets/cat.jpg (385x256), marked by looking at the photo; the cat's right eye is on the left

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from deconvnet.microscope import microscope
+from deconvnet.tasks.microscope import microscope
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 FREE_PHOTOS = ["brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "retina.jpg", "camera.png",

@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 import deconvnet
-from deconvnet.occlusion import occlusion
-from deconvnet.top9 import top9
+from deconvnet.tasks.occlusion import occlusion
+from deconvnet.tasks.top9.compute import top9
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # scikit-image sample photos that are CC0 or public domain

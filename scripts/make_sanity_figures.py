@@ -20,7 +20,7 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-from deconvnet.sanity_report import sanity
+from deconvnet.tasks.sanity.files import sanity
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SKIMAGE_PHOTOS = ("camera", "horse", "hubble_deep_field", "retina", "brick")

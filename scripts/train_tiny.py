@@ -31,8 +31,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deconvnet.analysis.tiny_zfnet import TINY_SIDE, TINY_TRANSFORM, TinyZFNet  # noqa: E402
 from deconvnet.fileio import save_image_atomic, write_json_atomic  # noqa: E402
+from deconvnet.models.tiny_zfnet import TINY_SIDE, TINY_TRANSFORM, TinyZFNet  # noqa: E402
 
 CLASSES = ("hstripes", "vstripes", "dstripes", "checker", "disc", "ring", "square", "cross")
 

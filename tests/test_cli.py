@@ -9,7 +9,7 @@ from torch import nn
 import deconvnet
 from deconvnet.cli import main
 from deconvnet.models import LoadedModel
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.transforms import ImageTransform
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

@@ -11,15 +11,10 @@ from PIL import Image
 from torch import nn
 
 from deconvnet import DeconvError
-from deconvnet.analysis.correspondence import (
-    correspondence_deltas,
-    delta,
-    map_box,
-    pairwise_hamming,
-)
 from deconvnet.cli import main
 from deconvnet.engine.receptive import Box
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.transforms import ImageTransform
+from deconvnet.tasks.correspondence import correspondence_deltas, delta, map_box, pairwise_hamming
 
 GREY = 0.5
 

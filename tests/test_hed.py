@@ -9,8 +9,8 @@ import torchvision
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
-from deconvnet.hed import HED_MEAN_BGR, load_vgg16_hed
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.hed import HED_MEAN_BGR, load_vgg16_hed
+from deconvnet.models.transforms import ImageTransform
 
 WEIGHTS = files("deconvnet.weights") / "vgg16-hed.safetensors"
 

@@ -14,7 +14,9 @@ from PIL import Image
 from torch import nn
 
 from deconvnet import DeconvError
-from deconvnet.analysis.invariance import (
+from deconvnet.cli import main
+from deconvnet.models.transforms import ImageTransform
+from deconvnet.tasks.invariance import (
     check_grid,
     default_layers,
     invariance_curves,
@@ -22,8 +24,6 @@ from deconvnet.analysis.invariance import (
     parse_grid,
     transformed_inputs,
 )
-from deconvnet.cli import main
-from deconvnet.transforms import ImageTransform
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-import deconvnet.microscope.scan as scan_module
-import deconvnet.microscope.thumbnails as thumbnails_module
+import deconvnet.tasks.microscope.scan as scan_module
+import deconvnet.tasks.microscope.thumbnails as thumbnails_module
 from deconvnet.cli import main
 from deconvnet.errors import DeconvError
-from deconvnet.microscope import microscope
-from deconvnet.microscope.histogram import BINS, Histograms
+from deconvnet.tasks.microscope import microscope
+from deconvnet.tasks.microscope.histogram import BINS, Histograms
 from top9_tiny import TRANSFORM, make_images, tiny_model
 
 K = 4
@@ -271,7 +271,7 @@ def test_activations_of_a_layer_before_an_in_place_relu_are_not_rectified():
 
 
 def test_labels_from_a_tsv_with_a_header(tmp_path):
-    from deconvnet.microscope.labels import read_labels
+    from deconvnet.tasks.microscope.labels import read_labels
 
     manifest = tmp_path / "MANIFEST.tsv"
     manifest.write_text("file\twnid\tclass_index\tclass_name\nn01_tench.jpg\tn01\t0\ttench\nb.jpg\tn02\t1\tgoldfish\n")
@@ -287,7 +287,7 @@ def test_labels_from_a_tsv_with_a_header(tmp_path):
 
 
 def test_a_folder_held_by_another_build_is_refused(images, tmp_path):
-    from deconvnet.folderlock import acquire
+    from deconvnet.dataset.folderlock import acquire
 
     root, _, _ = images
     out = tmp_path / "site"
@@ -299,7 +299,7 @@ def test_a_folder_held_by_another_build_is_refused(images, tmp_path):
 
 
 def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monkeypatch):
-    import deconvnet.microscope.build as build_module
+    import deconvnet.tasks.microscope.build as build_module
 
     root, _, _ = images
     loaded = tiny_model(head=True)

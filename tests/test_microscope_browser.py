@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deconvnet.microscope import microscope
+from deconvnet.tasks.microscope import microscope
 from top9_tiny import make_images, tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped .*:UserWarning")
@@ -156,8 +156,8 @@ def test_a_512_unit_layer_page_loads_within_a_second(tmp_path, page):
     import numpy as np
     from PIL import Image
 
-    from deconvnet.microscope import site as site_module
-    from deconvnet.microscope import thumbnails
+    from deconvnet.tasks.microscope import site as site_module
+    from deconvnet.tasks.microscope import thumbnails
 
     rng = np.random.default_rng(0)
     units = []

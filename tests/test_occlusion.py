@@ -11,8 +11,8 @@ from torch import nn
 from deconvnet import DeconvError
 from deconvnet.cli import main
 from deconvnet.models import HED_TRANSFORM, IMAGENET_TRANSFORM, LoadedModel, class_index
-from deconvnet.occlusion import OcclusionGrid, mid_grey, occlusion, occlusion_map
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.transforms import ImageTransform
+from deconvnet.tasks.occlusion import OcclusionGrid, mid_grey, occlusion, occlusion_map
 
 SIDE = 64
 SQUARE = (20, 36, 8)  # top, left, side of the bright square

@@ -29,11 +29,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import deconvnet
-import deconvnet.top9 as top9_module
+import deconvnet.tasks.top9.compute as top9_module
 from deconvnet.cli import main
+from deconvnet.dataset.images import UnreadableImage, open_image
 from deconvnet.errors import DeconvError
-from deconvnet.images import UnreadableImage, open_image
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.transforms import ImageTransform
 
 SMALL = ["--model", "squeezenet1_1", "--weights", "random"]  # no download; builds in milliseconds
 VIS = ["visualize", *SMALL, "--layer", "features.3.squeeze", "--channel", "1"]  # 16 channels, a 55x55 map
@@ -431,7 +431,7 @@ def test_extreme_shapes_resize_only_the_crop(files, name, monkeypatch):
     image = open_image(files.path(name))
     transform = ImageTransform(resize=256, crop=224)
     expected = TF.pil_to_tensor(TF.center_crop(TF.resize(image, 256, antialias=True), 224)).float() / 255
-    monkeypatch.setattr("deconvnet.transforms.TF.resize", lambda *a, **k: pytest.fail("resized the whole image"))
+    monkeypatch.setattr("deconvnet.models.transforms.TF.resize", lambda *a, **k: pytest.fail("resized the whole image"))
     assert (transform(image) - expected).abs().max() <= 1 / 255 + 1e-6
     strip = Image.fromarray(np.zeros((2, 50000, 3), np.uint8))  # 100 kB of pixels; 11 GB if resized whole
     assert transform(strip).shape == (3, 224, 224)
@@ -482,7 +482,7 @@ def test_ctrl_c_says_how_to_resume(command, files, tmp_path, monkeypatch, capsys
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
-    module = sys.modules["deconvnet.visualize"] if command == "visualize" else top9_module
+    module = sys.modules["deconvnet.tasks.visualize"] if command == "visualize" else top9_module
     monkeypatch.setattr(module, command, interrupted)
     argv = [*VIS, files.photo] if command == "visualize" else [*TOP9, files.folder, "-o", tmp_path / "out"]
     status, out, err = run_cli(argv, capsys)

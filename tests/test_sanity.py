@@ -1,4 +1,4 @@
-"""Sanity checks (deconvnet.sanity, deconvnet.similarity) against hand computations."""
+"""Sanity checks (deconvnet.tasks.sanity.compute, deconvnet.tasks.sanity.similarity) against hand computations."""
 
 import json
 import sys
@@ -11,8 +11,8 @@ from torch import nn
 
 from deconvnet import DeconvError
 from deconvnet.cli import main
-from deconvnet.sanity import randomization_steps, sanity_check
-from deconvnet.similarity import MEASURES, compare, reduce_map, require_analysis
+from deconvnet.tasks.sanity.compute import randomization_steps, sanity_check
+from deconvnet.tasks.sanity.similarity import MEASURES, compare, reduce_map, require_analysis
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -204,7 +204,7 @@ def test_the_command_rejects_a_channel_out_of_range(tmp_path, capsys):
 def test_steps_by_block_for_residual_networks():
     import torchvision
 
-    from deconvnet.efficientnet_lite import EfficientNetLite0
+    from deconvnet.models.efficientnet_lite import EfficientNetLite0
 
     resnet = torchvision.models.resnet18().eval()
     blocks = [f"layer{stage}.{index}" for stage in (4, 3, 2, 1) for index in (1, 0)]

@@ -20,7 +20,7 @@ def _modules_after(code: str) -> set[str]:
 def test_import_deconvnet_loads_neither_matplotlib_nor_rendering_code():
     loaded = _modules_after("import deconvnet")
     assert "deconvnet" in loaded
-    assert not {"matplotlib", "deconvnet.render", "deconvnet.visualize", "torch"} & loaded
+    assert not {"matplotlib", "deconvnet.render", "deconvnet.tasks.visualize", "torch"} & loaded
     used = _modules_after("import deconvnet; deconvnet.Deconvnet; deconvnet.load_model")  # the engine, no drawing
     assert "torch" in used and "deconvnet.engine" in used
     assert not {"matplotlib", "deconvnet.render"} & used
@@ -37,7 +37,7 @@ def test_help_loads_no_torch_and_lists_the_exit_statuses():
 
 def test_the_public_names_are_the_api_objects():
     from deconvnet.engine import Deconvnet
-    from deconvnet.visualize import visualize  # the submodule of the same name must not hide the function
+    from deconvnet.tasks.visualize import visualize
 
     assert deconvnet.Deconvnet is Deconvnet and deconvnet.visualize is visualize and callable(deconvnet.visualize)
     assert set(deconvnet.__all__) <= set(dir(deconvnet))
@@ -46,8 +46,9 @@ def test_the_public_names_are_the_api_objects():
 
 
 def test_the_cli_defaults_are_the_apis():
-    from deconvnet import models, occlusion
+    from deconvnet import models
     from deconvnet.engine import relu as rules
+    from deconvnet.tasks import occlusion
 
     assert cli.DEFAULT_MODEL == models.DEFAULT_MODEL
     assert tuple(cli.MODES) == tuple(rules.MODES)

@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-import deconvnet.top9 as top9_module
+import deconvnet.tasks.top9.compute as top9_module
 from deconvnet.engine import Deconvnet
 from deconvnet.errors import DeconvError
-from deconvnet.sheets import folder_names, project_channel
-from deconvnet.top9 import parse_channels, top9
+from deconvnet.tasks.top9.compute import parse_channels, top9
+from deconvnet.tasks.top9.sheets import folder_names, project_channel
 
 LAYERS = ["relu1_1", "features.3"]  # an alias and a module name; conv2_1 is pre-ReLU, values may be negative
 SETTINGS = dict(layers=LAYERS, k=4, batch_size=2, workers=0, progress=False)
@@ -177,7 +177,7 @@ def test_killed_run_resumes_to_the_same_results(tiny, reference, images, tmp_pat
     script = tmp_path / "killed.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal
-        import deconvnet.top9 as t
+        import deconvnet.tasks.top9.compute as t
         from top9_tiny import tiny_model
         def kill(number):
             if number == 4:
@@ -209,7 +209,7 @@ def test_checkpoint_from_other_settings_is_refused(tiny, images, tmp_path, monke
 def test_torchrun_two_processes_match_one(reference, images, tmp_path, torchrun):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(f"""
-        from deconvnet.top9 import top9
+        from deconvnet.tasks.top9.compute import top9
         from top9_tiny import tiny_model
         summary = top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
         # one file per rank: the ranks' stdout lines can interleave
@@ -381,7 +381,7 @@ def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_pat
     script = tmp_path / "failing.py"
     script.write_text(textwrap.dedent(f"""
         import errno, os, pathlib, sys
-        import deconvnet.top9 as t
+        import deconvnet.tasks.top9.compute as t
         from deconvnet.cli import main
         from top9_tiny import tiny_model
         t.load = lambda *args, **kwargs: tiny_model()
@@ -419,7 +419,7 @@ def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tiny, ref
     script = tmp_path / "holder.py"
     script.write_text(textwrap.dedent(f"""
         import sys, time
-        from deconvnet.folderlock import acquire
+        from deconvnet.dataset.folderlock import acquire
         acquire({str(out)!r})
         print("locked", flush=True)
         time.sleep(120)

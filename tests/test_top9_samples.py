@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from deconvnet.scan import TIE_ATOL, TIE_RTOL
-from deconvnet.top9 import top9
+from deconvnet.dataset.scan import TIE_ATOL, TIE_RTOL
+from deconvnet.tasks.top9.compute import top9
 
 
 def test_top9_on_imagenet_samples(samples, tmp_path):

@@ -15,9 +15,9 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-import deconvnet.top9 as top9_module
-from deconvnet import images
+import deconvnet.tasks.top9.compute as top9_module
 from deconvnet.cli import EXIT_FAILED, EXIT_USAGE, exit_status, main
+from deconvnet.dataset import images
 from deconvnet.errors import DeconvError, WriteError
 from deconvnet.fileio import save_image_atomic, write_json_atomic
 

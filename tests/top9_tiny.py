@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from deconvnet.models import LoadedModel
-from deconvnet.transforms import ImageTransform
+from deconvnet.models.transforms import ImageTransform
 
 SIZE = 32
 TRANSFORM = ImageTransform(resize=SIZE, crop=SIZE, scale=255.0)  # inputs are exactly 0..255

@@ -26,7 +26,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.correspondence import correspondence, format_table
+    from ..tasks.correspondence import correspondence, format_table
 
     done = correspondence(args.parts, args.output, layers=args.layer, images=args.images, model=args.model,
                           weights=args.weights, repeats=args.repeats, seed=args.seed, batch_size=args.batch_size)

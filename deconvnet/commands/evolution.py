@@ -30,8 +30,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.evolution import evolution
     from ..errors import DeconvError
+    from ..tasks.evolution import evolution
 
     if args.weights is not None:
         raise DeconvError("evolution takes its weights from the checkpoints; drop --weights")

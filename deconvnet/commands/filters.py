@@ -33,9 +33,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.filters import filters
     from ..cli import _safe
-    from ..images import list_images
+    from ..dataset.images import list_images
+    from ..tasks.filters import filters
 
     images: list[Path] = []
     for item in args.images:

@@ -38,8 +38,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.invariance import invariance, parse_grid, read_image_list
-    from ..images import IMAGE_SUFFIXES, list_images
+    from ..dataset.images import IMAGE_SUFFIXES, list_images
+    from ..tasks.invariance import invariance, parse_grid, read_image_list
 
     entries: list = []
     for item in args.images:

@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..microscope import microscope
+    from ..tasks.microscope import microscope
 
     layers = "all" if args.layers.strip() == "all" else [n.strip() for n in args.layers.split(",") if n.strip()]
     summary = microscope(args.images, args.output, layers=layers, modes=args.modes, k=args.k, labels=args.labels,

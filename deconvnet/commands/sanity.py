@@ -1,4 +1,4 @@
-"""``deconv sanity``: do the maps depend on the weights, the unit and the class? (see deconvnet.sanity)"""
+"""``deconv sanity``: do the maps depend on the weights, the unit and the class? (see deconvnet.tasks.sanity.compute)"""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sanity_report import sanity
+    from ..tasks.sanity.files import sanity
 
     report = sanity(args.images, args.output, layer=args.layer, channel=args.channel, model=args.model,
                     weights=args.weights, modes=args.modes, grouping=args.steps, seed=args.seed,

@@ -23,7 +23,7 @@ class FeatureExtractor:
     """The activations of any layer of ``model``, the forward pass stopping at the deepest one.
 
     ``tracing``: "auto" traces with torch.fx and, for a model it cannot trace, records the
-    graph from a real forward pass on each input (deconvnet/concrete.py); "symbolic" or
+    graph from a real forward pass on each input (concrete.py); "symbolic" or
     "concrete" forces one of them.
 
     >>> import torch, torchvision

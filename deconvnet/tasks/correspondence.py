@@ -1,0 +1,436 @@
+"""Correspondence of object parts across images (Zeiler & Fergus, ECCV 2014, Sec. 5.1, Fig. 8, Table 1).
+
+The same part (a dog's left eye) is hidden in several images of one kind of object. If a
+layer "knows" the part, hiding it changes the layer's features the same way in every
+image. For image i and layer l let ``eps_i = phi_l(x_i) - phi_l(x_i occluded)``; the
+consistency of a part is
+
+    Delta_l = mean over pairs i != j of  H(sign(eps_i), sign(eps_j)) / D
+
+where H counts the positions where the two sign vectors differ and D is their length (all
+units of the layer). Lower means more consistent. Units that the occluder cannot reach
+have eps = 0 in every image, so they agree; sign 0 is a value like +1 and -1. Differences
+within float32 rounding of the layer's largest value count as 0 (``TOLERANCE``).
+
+The control: boxes of the same sizes as the parts, at random positions (independently per
+image, ``repeats`` times, seeded), pooled into one row.
+
+``correspondence_deltas`` works on model inputs (tensors) and boxes in input pixels;
+``correspondence`` goes from image files and a JSON of part boxes in image pixels to a
+figure and a JSON file. How an image-pixel box reaches the model input: see ``map_box``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..dataset.images import open_image
+from ..engine.features import FeatureExtractor
+from ..engine.receptive import Box
+from ..errors import DeconvError
+from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
+from ..models import DEFAULT_MODEL, LoadedModel, load
+from ..models.transforms import ImageTransform
+from .occlusion import mid_grey
+
+DEFAULT_REPEATS = 5
+DEFAULT_SEED = 0
+DEFAULT_BATCH_SIZE = 16
+TOLERANCE = 1e-6  # |eps| at or below this fraction of the layer's largest |phi| counts as no change
+RANDOM_ROW = "random"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Delta of one part at one layer: the mean over image pairs, its standard deviation over pairs."""
+
+    mean: float
+    spread: float
+    pairs: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.spread:.3f}"
+
+
+@dataclass
+class CorrespondenceResult:
+    """``table[part][layer]`` for each part, and ``random[layer]`` for the control boxes."""
+
+    layers: list[str]  # as given
+    parts: list[str]
+    table: dict[str, dict[str, Spread]]
+    random: dict[str, Spread]
+    repeats: int
+    seed: int
+    seconds: float
+
+    def rows(self) -> list[tuple[str, list[Spread]]]:
+        """(row label, one Spread per layer): the parts, then the random control."""
+        rows = [(part, [self.table[part][layer] for layer in self.layers]) for part in self.parts]
+        return rows + [(RANDOM_ROW, [self.random[layer] for layer in self.layers])]
+
+    def as_dict(self) -> dict:
+        cell = lambda s: {"mean": s.mean, "spread": s.spread, "pairs": s.pairs}  # noqa: E731
+        return {"layers": self.layers,
+                "parts": {p: {l: cell(self.table[p][l]) for l in self.layers} for p in self.parts},
+                "random": {l: cell(self.random[l]) for l in self.layers},
+                "repeats": self.repeats, "seed": self.seed}
+
+
+# ------------------------------------------------------------------ the measure
+
+
+def pairwise_hamming(signs: Tensor) -> Tensor:
+    """Hamming distances between the rows of ``signs`` (N, D), as fractions of D, for all pairs i < j.
+
+    >>> pairwise_hamming(torch.tensor([[1, 0, -1, 1], [1, 1, -1, -1], [1, 0, -1, 1]]))
+    tensor([0.5000, 0.0000, 0.5000], dtype=torch.float64)
+    """
+    if signs.dim() != 2 or signs.shape[0] < 2:
+        raise DeconvError(f"expected sign vectors of at least two images, shaped (N >= 2, D), "
+                          f"received shape {tuple(signs.shape)}")
+    # Agreements of every pair at once: for each sign value, (N, D) indicators times their transpose.
+    agree = torch.stack([(signs == value).double() @ (signs == value).double().T for value in (-1, 0, 1)]).sum(0)
+    rows, cols = torch.triu_indices(len(signs), len(signs), offset=1)
+    return 1.0 - agree[rows, cols] / signs.shape[1]
+
+
+def delta(eps: Tensor) -> Spread:
+    """Delta for the feature changes ``eps`` (N, ...) of N images: mean and spread of the pairwise distances.
+
+    >>> delta(torch.tensor([[0.5, -2.0], [0.1, -1.0], [0.3, 4.0]]))
+    Spread(mean=0.3333333333333333, spread=0.2886751345948129, pairs=3)
+    """
+    distances = pairwise_hamming(torch.sign(eps.flatten(1)).to(torch.int8))
+    return _spread(distances)
+
+
+def _spread(distances: Tensor) -> Spread:
+    spread = float(distances.std()) if len(distances) > 1 else 0.0
+    return Spread(float(distances.mean()), spread, len(distances))
+
+
+# -------------------------------------------------------------- tensors in, table out
+
+
+def correspondence_deltas(
+    model: nn.Module | FeatureExtractor,
+    inputs: Tensor,
+    boxes: Sequence[Mapping[str, Box]],
+    *,
+    fill: Tensor | float,
+    layers: Sequence[str],
+    repeats: int = DEFAULT_REPEATS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> CorrespondenceResult:
+    """Delta per part and layer for model inputs ``inputs`` (N, C, H, W) and their part boxes.
+
+    ``boxes[i]`` maps part names to a Box (top, left, height, width) in input pixels of
+    image i; a part counts over the images that have it (at least two). ``fill`` is the
+    occluder's value in input space (one number or one per channel, e.g. ``mid_grey``).
+    Each image runs once with every occluder (its parts, then ``repeats`` random boxes of
+    each part's size) as batches, truncated after the deepest layer.
+
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    >>> x = torch.rand(3, 3, 16, 16)
+    >>> r = correspondence_deltas(model, x, [{"eye": Box(2, 2, 4, 4)}] * 3, fill=0.5, layers=["1"],
+    ...                           repeats=2, progress=False)
+    >>> r.table["eye"]["1"].pairs, r.random["1"].pairs
+    (3, 6)
+    """
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+        raise DeconvError(f"expected model inputs shaped (N, C, H, W), received "
+                          f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
+    count, height, width = inputs.shape[0], inputs.shape[2], inputs.shape[3]
+    if count < 2:
+        raise DeconvError(f"correspondence compares images in pairs: it needs at least two images, received {count}")
+    if len(boxes) != count:
+        raise DeconvError(f"expected part boxes for each of the {count} images, received {len(boxes)}")
+    layers = list(dict.fromkeys(layers))
+    if not layers:
+        raise DeconvError("expected at least one layer, received none")
+    for name, value in (("repeats", repeats), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "repeats" else 1):
+            raise DeconvError(f"{name} must be an integer >= {0 if name == 'repeats' else 1}, received {value!r}")
+    parts = list(dict.fromkeys(part for image in boxes for part in image))
+    for part in parts:
+        having = sum(part in image for image in boxes)
+        if having < 2:
+            raise DeconvError(f"part {part!r} is marked in {having} image(s); each part needs at least two "
+                              f"images to compare (mark it in more images, or remove it)")
+    for i, image in enumerate(boxes):
+        for part, box in image.items():
+            top, left, h, w = box
+            if h < 1 or w < 1 or top < 0 or left < 0 or top + h > height or left + w > width:
+                raise DeconvError(f"box {tuple(box)} of part {part!r} in image {i} is empty or leaves the "
+                                  f"{height}x{width} model input")
+    patch = torch.as_tensor(fill, dtype=inputs.dtype).reshape(-1, 1, 1)
+    generator = torch.Generator().manual_seed(seed)
+    randoms = [[[(part, _random_box(box, height, width, generator)) for part, box in image.items()]
+                for image in boxes] for _ in range(repeats)]  # [repeat][image] -> [(part, box)]
+
+    signs: dict[str, dict[str, list[Tensor]]] = {layer: {part: [] for part in parts} for layer in layers}
+    random_signs: dict[str, dict[tuple[int, str], list[Tensor]]] = {layer: {} for layer in layers}
+    dn = model if isinstance(model, FeatureExtractor) else FeatureExtractor(model)
+    started = time.perf_counter()
+    try:
+        for layer in layers:
+            dn.layer(layer)  # an unknown name fails before any work, listing the valid ones
+        with tqdm(total=count, desc="correspondence", unit="image", disable=not progress, leave=False) as bar:
+            for i in range(count):
+                # (repeat or None for the part itself, part, box)
+                occluders: list[tuple[int | None, str, Box]] = [(None, part, box) for part, box in boxes[i].items()]
+                occluders += [(r, part, box) for r in range(repeats) for part, box in randoms[r][i]]
+                # The unoccluded image rides in every batch, so eps compares outputs of one computation.
+                changes = _feature_changes(dn, inputs[i], [box for _, _, box in occluders], patch, layers, batch_size)
+                for layer in layers:
+                    for (repeat, part, _), change in zip(occluders, changes[layer]):
+                        if repeat is None:
+                            signs[layer][part].append(change)
+                        else:
+                            random_signs[layer].setdefault((repeat, part), []).append(change)
+                bar.update(1)
+    finally:
+        if dn is not model:
+            dn.release()
+    table = {part: {layer: _spread(pairwise_hamming(torch.stack(signs[layer][part]))) for layer in layers}
+             for part in parts}
+    random = {}
+    for layer in layers:
+        pooled = [pairwise_hamming(torch.stack(group)) for group in random_signs[layer].values()]
+        random[layer] = _spread(torch.cat(pooled)) if pooled else Spread(math.nan, math.nan, 0)
+    return CorrespondenceResult(layers, parts, table, random, repeats, seed, time.perf_counter() - started)
+
+
+def _random_box(box: Box, height: int, width: int, generator: torch.Generator) -> Box:
+    top = int(torch.randint(0, height - box[2] + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - box[3] + 1, (1,), generator=generator))
+    return Box(top, left, box[2], box[3])
+
+
+def _feature_changes(dn: FeatureExtractor, x: Tensor, occluders: list[Box], patch: Tensor, layers: list[str],
+                     batch_size: int) -> dict[str, list[Tensor]]:
+    """sign(phi(x) - phi(x occluded)) per layer and occluder, as int8 vectors."""
+    changes: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+    per_batch = max(batch_size - 1, 1)
+    for start in range(0, len(occluders), per_batch):
+        chunk = occluders[start:start + per_batch]
+        batch = x.expand(len(chunk) + 1, -1, -1, -1).clone()  # (1 + B, C, H, W): row 0 stays clean
+        for row, (top, left, h, w) in enumerate(chunk, start=1):
+            batch[row, :, top:top + h, left:left + w] = patch
+        outputs = dn.activations(batch, layers)
+        for layer in layers:
+            features = outputs[layer].float().reshape(len(batch), -1)  # (1 + B, D)
+            eps = features[:1] - features[1:]
+            tolerance = TOLERANCE * float(features[0].abs().max())
+            eps = torch.where(eps.abs() <= tolerance, torch.zeros_like(eps), eps)
+            changes[layer].extend(torch.sign(eps).to(torch.int8))
+    return changes
+
+
+# ------------------------------------------------------------ image files in
+
+
+def map_box(box: Sequence[float], image_size: tuple[int, int], transform: ImageTransform) -> Box:
+    """A box [x0, y0, x1, y1] in image pixels -> Box(top, left, height, width) in model-input pixels.
+
+    The image goes through ``transform``: its shorter side is resized to ``transform.resize``
+    (the longer one to ``int(resize * long / short)``, torchvision's rounding), then the centre
+    ``crop`` x ``crop`` is kept (top = round((height - crop) / 2)). The box is scaled by the
+    same factors, shifted by the crop's corner, widened to whole pixels (floor the start, ceil
+    the end) and clipped to the crop. A box that the crop cuts away entirely is an error.
+    ``image_size`` is (width, height) as PIL gives it. x1, y1 are exclusive.
+
+    >>> from deconvnet.models import IMAGENET_TRANSFORM
+    >>> map_box([100, 50, 200, 150], (400, 300), IMAGENET_TRANSFORM)  # resized to 341x256, crop at left 58, top 16
+    Box(top=26, left=27, height=86, width=86)
+    """
+    width, height = image_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if transform.resize:
+        short = min(width, height)
+        long_side = int(transform.resize * max(width, height) / short)
+        new_width, new_height = (transform.resize, long_side) if width <= height else (long_side, transform.resize)
+    else:
+        new_width, new_height = width, height
+    crop_h, crop_w = (transform.crop, transform.crop) if transform.crop else (new_height, new_width)
+    top = int(round((new_height - crop_h) / 2.0))
+    left = int(round((new_width - crop_w) / 2.0))
+    scale_x, scale_y = new_width / width, new_height / height
+    start_y = max(math.floor(y0 * scale_y - top + 1e-9), 0)
+    start_x = max(math.floor(x0 * scale_x - left + 1e-9), 0)
+    end_y = min(math.ceil(y1 * scale_y - top - 1e-9), crop_h)
+    end_x = min(math.ceil(x1 * scale_x - left - 1e-9), crop_w)
+    if end_y <= start_y or end_x <= start_x:
+        raise DeconvError(f"box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] falls outside the centre crop the model sees "
+                          f"(the image is resized to {new_width}x{new_height} and cropped to {crop_w}x{crop_h} at "
+                          f"left={left}, top={top}); move the box or choose another image")
+    return Box(start_y, start_x, end_y - start_y, end_x - start_x)
+
+
+def read_parts(path: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
+    """The part file: {"image name": {"part": [x0, y0, x1, y1], ...}, ...}, checked for its shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"part file not found: {path} (expected a JSON file "
+                                f'{{"dog1.jpg": {{"left eye": [x0, y0, x1, y1], ...}}, ...}})')
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DeconvError(f"cannot read part file {path}: not valid JSON ({error})") from error
+    example = '{"dog1.jpg": {"left eye": [x0, y0, x1, y1]}}'
+    if not isinstance(data, dict) or not data:
+        raise DeconvError(f"part file {path} must map image names to their parts, e.g. {example}")
+    for image, parts in data.items():
+        if not isinstance(parts, dict) or not parts:
+            raise DeconvError(f"in {path}, image {image!r} must map part names to boxes, e.g. {example}")
+        for part, box in parts.items():
+            if (not isinstance(box, list) or len(box) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+                raise DeconvError(f"in {path}, box {part!r} of {image!r} must be four numbers [x0, y0, x1, y1] "
+                                  f"in image pixels, received {box!r}")
+    return data
+
+
+@dataclass
+class Correspondence:
+    """What ``correspondence`` did: the files written, the model and the numbers."""
+
+    figure: Path
+    results: Path
+    model: str
+    images: list[str]
+    result: CorrespondenceResult
+
+
+def correspondence(
+    parts: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    layers: Sequence[str],
+    images: str | os.PathLike | None = None,
+    model: str | LoadedModel = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    repeats: int = DEFAULT_REPEATS,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> Correspondence:
+    """Table 1 for the images and part boxes of the JSON file ``parts``; writes
+    ``out_dir/correspondence.json`` and ``out_dir/correspondence.png``.
+
+    Image names in ``parts`` are paths relative to ``images`` (default: the part file's
+    folder). Boxes are [x0, y0, x1, y1] in the image's own pixels (x1, y1 exclusive), mapped
+    into the model input as ``map_box`` describes; the occluder is mid-grey, as in ``deconv
+    occlusion``.
+
+    >>> correspondence("dogs.json", "out", layers=["conv5_3"], images="photos/")   # doctest: +SKIP
+    """
+    out = Path(out_dir)
+    spec = read_parts(parts)
+    root = Path(images) if images is not None else Path(parts).parent
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    missing = [name for name in spec if not (root / name).is_file()]
+    if missing:
+        present = sorted(p.name for p in root.iterdir() if p.is_file())[:5]
+        raise DeconvError(f"{len(missing)} image(s) named in {parts} are not in {root}: "
+                          f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
+                          f"(names are relative to the image folder; it holds e.g. {', '.join(present) or 'nothing'})")
+    if len(spec) < 2:
+        raise DeconvError(f"correspondence compares images in pairs: {parts} names {len(spec)} image; "
+                          f"give at least two")
+    names = list(spec)
+    photos = [open_image(root / name) for name in names]
+    for name, photo in zip(names, photos):  # before loading the model: mistakes fail fast
+        width, height = photo.size
+        for part, (x0, y0, x1, y1) in spec[name].items():
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise DeconvError(f"box {part!r} of {name!r}, {spec[name][part]}, is outside the image "
+                                  f"({width}x{height} pixels) or empty: expected 0 <= x0 < x1 <= {width} "
+                                  f"and 0 <= y0 < y1 <= {height}")
+    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
+    boxes = []
+    for name, photo in zip(names, photos):
+        mapped = {}
+        for part, box in spec[name].items():
+            try:
+                mapped[part] = map_box(box, photo.size, loaded.transform)
+            except DeconvError as error:
+                raise DeconvError(f"part {part!r} of {name!r}: {error}") from None
+        boxes.append(mapped)
+    pictures = [loaded.transform(photo) for photo in photos]
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_writable_dir(existing)  # before the work; the folder itself is made once the work is done
+    inputs = torch.stack(pictures)  # (N, 3, H, W)
+    with FeatureExtractor(loaded.model) as dn:
+        result = correspondence_deltas(dn, inputs, boxes, fill=mid_grey(loaded.transform), layers=layers,
+                                       repeats=repeats, seed=seed, batch_size=batch_size, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    results = write_json_atomic(out / "correspondence.json", {
+        "model": loaded.name, "weights_sha256": loaded.weights_sha256, "transform": loaded.transform.describe(),
+        "images": names, "boxes": {n: {p: list(b) for p, b in bx.items()} for n, bx in zip(names, boxes)},
+        "seconds": result.seconds, **result.as_dict()})
+    figure = correspondence_figure([loaded.transform.to_uint8(x) for x in inputs], names, boxes, result,
+                                   title=f"{loaded.name}: part correspondence (Zeiler & Fergus Table 1)")
+    figure_path = save_figure_atomic(out / "correspondence.png", figure)
+    return Correspondence(figure_path, results, loaded.name, names, result)
+
+
+def format_table(result: CorrespondenceResult) -> str:
+    """The table as text: one row per part and the random control, one column per layer (mean ± spread)."""
+    header = ["part", *result.layers]
+    rows = [[label, *(str(cell) for cell in cells)] for label, cells in result.rows()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+def correspondence_figure(pictures: Sequence[np.ndarray], names: Sequence[str], boxes: Sequence[Mapping[str, Box]],
+                          result: CorrespondenceResult, *, title: str, max_images: int = 8):
+    """The paper's Fig. 8 and Table 1: the images as the model sees them with their part boxes, then the table."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    shown = min(len(pictures), max_images)
+    colours = {part: f"C{k % 10}" for k, part in enumerate(result.parts)}
+    rows = len(result.parts) + 1
+    figure = Figure(figsize=(max(2.2 * shown, 7.0), 2.9 + 0.25 * (rows + 1)), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(2, shown, height_ratios=[2.2, 0.25 * (rows + 1)])
+    for k in range(shown):
+        ax = figure.add_subplot(grid[0, k])
+        ax.imshow(pictures[k], interpolation="nearest")
+        for part, (top, left, h, w) in boxes[k].items():
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=colours[part], linewidth=1.6))
+        ax.set_title(Path(names[k]).stem[:22], fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    table_ax = figure.add_subplot(grid[1, :])
+    table_ax.axis("off")
+    cells = [[str(cell) for cell in row] for _, row in result.rows()]
+    labels = [label for label, _ in result.rows()]
+    table = table_ax.table(cellText=cells, rowLabels=labels, colLabels=list(result.layers), cellLoc="center",
+                           bbox=(0.08, 0.0, 0.92, 1.0))  # type: ignore[arg-type]
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for row, label in enumerate(labels, start=1):
+        table[row, -1].get_text().set_color(colours.get(label, "black"))
+    figure.suptitle(f"{title}\nDelta = mean Hamming distance of sign(eps) over image pairs (lower: more consistent); "
+                    f"random: {result.repeats} seeded boxes of each part's size", fontsize=9)
+    return figure

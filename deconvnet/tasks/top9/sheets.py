@@ -1,0 +1,186 @@
+"""Project a channel's top activations and draw them: channel sheets, layer mosaics, the gallery.
+
+Each channel's k images are projected together in one batch, each seeded with its own
+activation at its own position. Projection and image patch are cropped to the unit's
+receptive field, padded with zeros past the image border, so all crops of a layer have
+one size. A sheet is redrawn only when its entries change: the PNG carries a hash of what
+it shows in its text metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+from tqdm import tqdm
+
+from ... import render
+from ...dataset.images import open_image
+from ...engine import Deconvnet
+from ...engine.receptive import Box
+from ...fileio import save_image_atomic
+from ...models import LoadedModel
+from .gallery import write_gallery
+
+MOSAIC_CHANNELS = 64  # channels per layer mosaic (the first ones); every channel has its own sheet
+MOSAIC_SHEET_WIDTH = 480  # wider sheets are scaled down in the mosaic
+DISPLAY_PERCENTILE: float | None = 99.5  # |value| shown at full strength: this percentile (None: the maximum)
+_KEY = "deconvnet-top9"
+_TEMPORARY = re.compile(r"^\.(top9\.json|index\.html|\.top9-[\w.-]+|channel_\d+\.png|mosaic\.png)\.[0-9a-f]{8}\.tmp$")
+
+
+class ImageCache:
+    """Model inputs for image paths, decoded once while they stay among the ``size`` latest."""
+
+    def __init__(self, transform, size: int = 64) -> None:
+        self.transform, self.size = transform, size
+        self.items: OrderedDict[Path, torch.Tensor] = OrderedDict()
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        if path in self.items:
+            self.items.move_to_end(path)
+        else:
+            self.items[path] = self.transform(open_image(path))
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return self.items[path]
+
+
+def project_channel(dn: Deconvnet, transform, x: torch.Tensor, layer: str, channel: int, positions, mode: str):
+    """Crops of the projections and image patches of ``channel`` at ``positions[i]`` in image ``x[i]``.
+
+    Returns (projections, patches, boxes, values): uint8 (h, w, 3) crops, the receptive-field
+    boxes, and the activation values the projections were seeded with.
+    """
+    units = [(i, channel, None if p is None else tuple(p)) for i, p in enumerate(positions)]
+    projection = dn.project_units(x, layer, units, mode=mode)
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    projections, patches, boxes = [], [], []
+    for i, unit in enumerate(projection.units):
+        box = dn.box(layer, unit.position, size)
+        crop = render.crop_with_padding(projection.maps[i].float().cpu(), box, fill=0)
+        projections.append(render.to_display(transform.as_rgb(crop), percentile=DISPLAY_PERCENTILE))
+        patches.append(render.crop_with_padding(transform.to_uint8(x[i]), box, fill=0))
+        boxes.append(Box(*box))
+    return projections, patches, boxes, [unit.value for unit in projection.units]
+
+
+def folder_names(layers) -> dict[str, str]:
+    """A distinct, safe folder name for each layer name (':' and '/' become '_')."""
+    names: dict[str, str] = {}
+    for layer in layers:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("._") or "layer"
+        name, count = base, 1
+        while name in names.values():
+            count += 1
+            name = f"{base}-{count}"
+        names[layer] = name
+    return names
+
+
+def _stamp(key: str) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(_KEY, key)
+    return info
+
+
+def _stamped(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            return image.text.get(_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def render_all(dn: Deconvnet, loaded: LoadedModel, device, results: dict, root: Path, out: Path, mode: str,
+               identity: str, group, progress: bool) -> tuple[int, int]:
+    """Draw every channel sheet (split across ranks), then the mosaics and the gallery (rank 0).
+
+    Returns (sheets drawn, sheets reused) over all ranks.
+    """
+    folders = {layer: out / name for layer, name in folder_names(results["layers"]).items()}
+    for folder in folders.values():
+        folder.mkdir(exist_ok=True)
+    jobs = [(layer, int(channel), entries) for layer, table in results["layers"].items()
+            for channel, entries in table.items() if entries]
+    mine = jobs[group.rank::group.world]
+    cache = ImageCache(loaded.transform)
+    drawn = reused = 0
+    keys = {}
+    for layer, channel, entries in jobs:
+        keys[layer, channel] = _hash(identity, loaded.transform.describe(), mode, layer, channel, entries,
+                                     DISPLAY_PERCENTILE)
+    steps = -(-len(jobs) // group.world)  # the same on every rank: each checks after every sheet for a failed rank
+    with tqdm(total=len(mine), desc="render", unit="ch", dynamic_ncols=True,
+              disable=not (progress and group.leader)) as bar:
+        for step in range(steps):
+            group.check()
+            if step >= len(mine):
+                continue
+            layer, channel, entries = mine[step]
+            bar.update()
+            path = folders[layer] / f"channel_{channel:04d}.png"
+            if _stamped(path) == keys[layer, channel]:
+                reused += 1
+                continue
+            x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
+            positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
+            projections, patches, _, values = project_channel(dn, loaded.transform, x, layer, channel, positions, mode)
+            for entry, value in zip(entries, values):
+                if not math.isclose(value, entry["value"], rel_tol=1e-3, abs_tol=1e-3):
+                    tqdm.write(f"warning: {entry['image']} gives {value:.5g} at {layer} channel {channel}, not "
+                               f"{entry['value']:.5g} as scanned: has the file changed?", file=sys.stderr)
+            save_image_atomic(path, render.channel_sheet(projections, patches), pnginfo=_stamp(keys[layer, channel]))
+            drawn += 1
+    counts = group.all_gather((drawn, reused))
+    group.barrier()
+    if group.leader:
+        for layer, folder in folders.items():
+            chosen = [c for (name, c) in keys if name == layer][:MOSAIC_CHANNELS]
+            if chosen:
+                _mosaic(folder, chosen, _hash([keys[layer, c] for c in chosen]))
+        write_gallery(out, results, folders, images_root=str(root), mosaic_channels=MOSAIC_CHANNELS)
+    group.barrier()
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def _source(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
+
+
+def _mosaic(folder: Path, channels: list[int], key: str) -> None:
+    path = folder / "mosaic.png"
+    if _stamped(path) == key:
+        return
+    pictures = []
+    for channel in channels:
+        with Image.open(folder / f"channel_{channel:04d}.png") as sheet:
+            sheet = sheet.convert("RGB")
+            if sheet.width > MOSAIC_SHEET_WIDTH:
+                height = max(1, round(sheet.height * MOSAIC_SHEET_WIDTH / sheet.width))
+                sheet = sheet.resize((MOSAIC_SHEET_WIDTH, height), Image.Resampling.LANCZOS)
+            pictures.append(np.asarray(sheet))
+    picture = render.mosaic(pictures, [f"ch {c}" for c in channels])
+    save_image_atomic(path, picture, pnginfo=_stamp(key))
+
+
+def remove_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left while writing our outputs (never anything else)."""
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
+        for path in folder.iterdir():
+            if _TEMPORARY.match(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+

@@ -8,6 +8,7 @@ from torch import nn
 import deconvnet
 from reference import ruled_projection
 from test_networks import randomized_batchnorm
+from tolerance import assert_same_projection, network_sums
 
 MODES = ["deconvnet", "guided", "backprop"]
 
@@ -89,4 +90,4 @@ def test_recorded_and_traced_graphs_give_the_same_projections(name, layer, mode)
         assert ([l.name for l in recorded.graph.layers if l.module is not None]
                 == [l.name for l in traced.graph.layers if l.module is not None])
     assert [u.value for u in a.units] == pytest.approx([u.value for u in b.units], rel=1e-6)
-    torch.testing.assert_close(a.maps, b.maps, rtol=1e-5, atol=1e-6 * float(a.maps.abs().max()))
+    assert_same_projection(b.maps, a.maps, **network_sums(model))  # the recorded graph runs other kernels

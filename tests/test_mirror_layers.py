@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from deconvnet.engine.operations import MODULE_OPERATIONS
+from tolerance import assert_same_sums
 
 
 def mirror_of(module, x, mode="backprop"):
@@ -74,7 +75,9 @@ def test_unpooling_is_the_adjoint_of_max_pooling(k, s, p, ceil, size):
     # and the gradient of max pooling is exactly that adjoint
     x_grad = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(pool(x_grad), x_grad, signal)
-    torch.testing.assert_close(back, expected)
+    # where windows overlap, up to k*k signals add at one switch, in another order than autograd's
+    windows = (k if isinstance(k, int) else k[0]) ** 2
+    assert_same_sums(back, expected, terms=windows, magnitude=windows * float(signal.abs().max()))
 
 
 def test_overlapping_windows_sum_where_maxunpool_overwrites():

@@ -111,6 +111,7 @@ class Deconvnet(FeatureExtractor):
         *,
         mode: str = "deconvnet",
         crop: bool = True,
+        cones: bool = True,
     ) -> Projection:
         """Project several units of one layer, batched, each seeded with its own activation.
 
@@ -121,6 +122,11 @@ class Deconvnet(FeatureExtractor):
         field can change it. So when every position is given (and the layer's field is
         finite), only the input window that feeds the units runs forward and back. The
         result is the same as the full pass, which ``crop=False`` forces.
+
+        Likewise each unit's backward pass runs only over its cone, the part of each layer
+        that the unit depends on (cones.py); ``cones=False`` runs it over the whole window.
+        Units of many images can be given in one call: each image then runs forward once
+        for all of its units, and their backward passes run in batches.
 
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
@@ -137,10 +143,10 @@ class Deconvnet(FeatureExtractor):
         field = self._fields.get(target.node, ReceptiveField(None))
         # a recorded path holds for this input only, not for a window of it
         if crop and not self.concrete and field.size is not None and all(unit[2] is not None for unit in units):
-            return self._project_cropped(x, target, list(units), field, rule)
-        return self._project_full(x, target, units, rule)
+            return self._project_cropped(x, target, list(units), field, rule, cones)
+        return self._project_full(x, target, units, rule, cones=crop and cones)
 
-    def _project_full(self, x: Tensor, target: Layer, units, rule: ReluRule) -> Projection:
+    def _project_full(self, x: Tensor, target: Layer, units, rule: ReluRule, cones: bool = False) -> Projection:
         with torch.no_grad():
             try:
                 record = self._recorder.record(x, target.node, rule)
@@ -164,11 +170,12 @@ class Deconvnet(FeatureExtractor):
                 # one unit per image, in order: the records serve as they are
                 rows = None if one_per_image and len(chunk) == len(chosen) else (
                     torch.tensor([u.image for u in chunk], device=x.device))
-                maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule))
+                positions = [u.position for u in chunk] if cones and activation.dim() == 4 else None
+                maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule, positions))
         return Projection(torch.cat(maps), chosen, target)
 
     def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField,
-                         rule: ReluRule) -> Projection:
+                         rule: ReluRule, cones: bool) -> Projection:
         """The full projection, computed on the smallest input windows that determine it (windows.py).
 
         Positions inside the fields see exactly the values, switches and masks of the full
@@ -191,7 +198,7 @@ class Deconvnet(FeatureExtractor):
                 image, channel, (y, x_) = units[row]
                 window = windows[image]
                 local.append((images.index(image), channel, (y - window.top // stride_y, x_ - window.left // stride_x)))
-            projection = self._project_full(batch, target, local, rule)
+            projection = self._project_full(batch, target, local, rule, cones)
             for row, local_map, unit in zip(rows, projection.maps, projection.units):
                 image, channel, position = units[row]
                 window = windows[image]

@@ -62,10 +62,17 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _through_window(field: ReceptiveField, module: Any) -> ReceptiveField:
-    """The field after a sliding window (a convolution or a pool) over ``field``'s units."""
-    if field.size is None:
-        return field
+class Window(NamedTuple):
+    """A sliding window's geometry, each a (rows, columns) pair."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+
+def window_geometry(module: Any) -> Window:
+    """kernel, stride, padding and dilation of a convolution or pool (or a namespace of them)."""
     kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
     dilation = _pair(getattr(module, "dilation", 1))
     padding = module.padding
@@ -73,7 +80,26 @@ def _through_window(field: ReceptiveField, module: Any) -> ReceptiveField:
         padding = 0
     elif padding == "same":
         padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
-    padding = _pair(padding)
+    return Window(kernel, stride, _pair(padding), dilation)
+
+
+def node_window(graph: LayerGraph, node: fx.Node) -> tuple[FieldKind, Any]:
+    """The registry's field kind of ``node`` and the operation's module (or call arguments), if any."""
+    module = graph.model.get_submodule(str(node.target)) if node.op == "call_module" else None
+    operation = operation_of(module, node.op, node.target)
+    kind = operation.field if operation is not None else FieldKind.WHOLE
+    if kind is FieldKind.WINDOW and module is None:
+        return kind, _functional_window(node)
+    if kind is FieldKind.CONCAT and not _concatenates_channels(node):
+        return FieldKind.WHOLE, None
+    return kind, module
+
+
+def _through_window(field: ReceptiveField, module: Any) -> ReceptiveField:
+    """The field after a sliding window (a convolution or a pool) over ``field``'s units."""
+    if field.size is None:
+        return field
+    kernel, stride, padding, dilation = window_geometry(module)
     return ReceptiveField(
         size=tuple(f + (k - 1) * d * j for f, k, d, j in zip(field.size, kernel, dilation, field.stride)),
         stride=tuple(j * s for j, s in zip(field.stride, stride)),
@@ -90,7 +116,7 @@ def _shifted(field: ReceptiveField, padding: tuple[int, int, int, int]) -> Recep
                           (field.offset[0] - top * field.stride[0], field.offset[1] - left * field.stride[1]))
 
 
-def _union(fields: list[ReceptiveField]) -> ReceptiveField:
+def union_fields(fields: list[ReceptiveField]) -> ReceptiveField:
     if any(f.size is None for f in fields) or len({f.stride for f in fields}) > 1:
         return WHOLE_INPUT
     top = tuple(min(f.offset[a] for f in fields) for a in (0, 1))
@@ -112,16 +138,13 @@ def receptive_fields(graph: LayerGraph) -> dict[fx.Node, ReceptiveField]:
             continue
         if not inputs or node.op not in ("call_module", "call_function", "call_method"):
             continue  # a constant: it does not depend on the input
-        module = graph.model.get_submodule(str(node.target)) if node.op == "call_module" else None
-        operation = operation_of(module, node.op, node.target)
-        kind = operation.field if operation is not None else FieldKind.WHOLE
+        kind, window = node_window(graph, node)
         if kind is FieldKind.WINDOW:
-            window = module if module is not None else _functional_window(node)
-            fields[node] = _through_window(_union(inputs), window) if window is not None else WHOLE_INPUT
-        elif kind is FieldKind.PAD and isinstance(module, nn.ZeroPad2d):
-            fields[node] = _shifted(_union(inputs), module.padding)
-        elif kind is FieldKind.POINTWISE or (kind is FieldKind.CONCAT and _concatenates_channels(node)):
-            fields[node] = _union(inputs)
+            fields[node] = _through_window(union_fields(inputs), window) if window is not None else WHOLE_INPUT
+        elif kind is FieldKind.PAD and isinstance(window, nn.ZeroPad2d):
+            fields[node] = _shifted(union_fields(inputs), window.padding)
+        elif kind in (FieldKind.POINTWISE, FieldKind.CONCAT):
+            fields[node] = union_fields(inputs)
         else:
             fields[node] = WHOLE_INPUT
     return fields

@@ -28,6 +28,7 @@ class Record:
     activation: Any
     saved: dict[fx.Node, Any] = field(default_factory=dict)
     tensors: set[fx.Node] = field(default_factory=set)  # nodes whose value is a tensor
+    shapes: dict[fx.Node, Any] = field(default_factory=dict)  # ... and their shapes (cones.py plans by them)
     on_path: set[fx.Node] = field(default_factory=set)  # ... or holds tensors, and depends on the input
 
 
@@ -67,6 +68,7 @@ class Recorder(fx.Interpreter):
                 value = self.env[node]
                 if isinstance(value, Tensor):
                     self.record_.tensors.add(node)
+                    self.record_.shapes[node] = value.shape
                 if node in self.layers.dynamic and _holds_tensors(value):
                     self.record_.on_path.add(node)
                 for source in node.all_input_nodes:

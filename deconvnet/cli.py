@@ -229,11 +229,14 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import MODEL_FAMILIES, MODELS
 
-    width = max(map(len, MODELS))
+    width = max(map(len, [*MODELS, *(pattern for pattern, _, _ in MODEL_FAMILIES)]))
     for name, spec in MODELS.items():
         print(f"{name.ljust(width)}  {spec.description}")
+    print("\nfamilies, named with a prefix:")
+    for pattern, example, description in MODEL_FAMILIES:
+        print(f"{pattern.ljust(width)}  {description} (e.g. --model {example})")
     return 0
 
 

@@ -18,9 +18,9 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
-from .graph import AutogradFunctionCall, autograd_functions_as_operations
+from .graph import AutogradFunctionCall, autograd_functions_as_operations, output_fields
 
 
 class _Result:
@@ -184,8 +184,10 @@ def record_graph(model: nn.Module, x: Tensor) -> tuple[fx.Graph, list, Any]:
     finally:
         for handle in handles:
             handle.remove()
-    result = tree_map(lambda v: recorder.nodes.get(id(v), None) if isinstance(v, Tensor) else v, output)
-    recorder.graph.output(result if isinstance(result, fx.Node) else None)
+    # the graph returns the output's tensors by field name ({"logits": node} for a ModelOutput)
+    computed = {name: recorder.nodes[id(value)] for name, value in output_fields(output)
+                if isinstance(value, Tensor) and id(value) in recorder.nodes}
+    recorder.graph.output(computed.get("") if isinstance(output, Tensor) else (computed or None))
     for node in reversed(list(recorder.graph.nodes)):  # what only decided a branch (x.sum() > 0)
         name = getattr(node.target, "__name__", str(node.target))
         if node.op in ("call_function", "call_method") and not node.users and not name.endswith("_"):

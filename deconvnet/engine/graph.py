@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Callable, Iterator
 
 import torch
@@ -145,20 +146,27 @@ class LayerGraph:
         self.input = inputs[0]
         self.dynamic = self._input_dependent()
         self.layers = self._name_layers(calls)
-        output = self.output_node()
-        if output is not None and output is not self.input and self._is_classifier(output):
-            # "logits" names the model's output; it is the alias of the layer that computes it
-            # unless that layer has a paper name already (VGG's fc8)
-            leaf = self._leaf_of(output)
-            if leaf.alias is None:
-                self.layers = [replace(l, alias="logits") if l is leaf else l for l in self.layers]
-            self._logits: Layer | None = self._leaf_of(output)
-        else:
-            self._logits = None
+        self.outputs = self._output_fields()
+        fields = dict(self.outputs)
+        logits = fields.get("logits")
+        if logits is None and self.outputs and self._is_classifier(self.outputs[0][1]):
+            logits = self.outputs[0][1]  # the class scores come first (a tensor, a tuple, a dict)
+        # "logits" names the class scores, and the model's other outputs take their field names
+        # ("pooler_output"); each is the alias of the layer that computes it unless that layer has
+        # a paper name already (VGG's fc8)
+        names = {"logits": logits} if logits is not None else {}
+        names.update((name, node) for name, node in self.outputs if name and name != "logits")
+        taken = {layer.name for layer in self.layers} | {layer.alias for layer in self.layers if layer.alias}
+        named = {name: self._leaf_of(node) for name, node in names.items() if name == "logits" or name not in taken}
+        first_name = {}
+        for name, leaf in named.items():
+            first_name.setdefault(leaf.name, name)
+        self.layers = [replace(l, alias=first_name[l.name]) if l.alias is None and not l.is_container
+                       and l.name in first_name else l for l in self.layers]
+        self._logits: Layer | None = self._leaf_of(logits) if logits is not None else None
         self._by_name = {layer.name: layer for layer in self.layers}
         self._by_alias = {layer.alias: layer for layer in self.layers if layer.alias}
-        if self._logits is not None:
-            self._by_alias["logits"] = self._logits
+        self._by_alias.update((name, self._by_name[leaf.name]) for name, leaf in named.items())
         self._by_node: dict[fx.Node, Layer] = {}
         for layer in self.layers:
             if not layer.is_container:
@@ -195,9 +203,15 @@ class LayerGraph:
 
     def output_node(self) -> fx.Node | None:
         """The node whose value the model returns, None when it returns several values or a constant."""
+        return self.outputs[0][1] if len(self.outputs) == 1 and not self.outputs[0][0] else None
+
+    def _output_fields(self) -> list[tuple[str, fx.Node]]:
+        """What the model returns, computed from the input: ("", node) for a tensor, else one
+        (field name, node) per tensor of a ModelOutput, dataclass, dict or tuple."""
         output = next(n for n in self.graph.nodes if n.op == "output")
-        result = output.args[0]
-        return result if isinstance(result, fx.Node) and result in self.dynamic else None
+        return [(name, node) for name, node in output_fields(output.args[0])
+                if isinstance(node, fx.Node) and node in self.dynamic and node is not self.input
+                and any(layer.node is node and not layer.is_container for layer in self.layers)]
 
     def _leaf_of(self, node: fx.Node) -> Layer:
         return next(layer for layer in reversed(self.layers) if layer.node is node and not layer.is_container)
@@ -223,8 +237,7 @@ class LayerGraph:
     def describe_names(self, near: str | None = None) -> str:
         """The valid names (a long list is shortened), and the closest ones to ``near``."""
         names = [f"{l.name} ({l.alias})" if l.alias else l.name for l in self.layers]
-        if "logits" in self._by_alias and self._by_alias["logits"].alias != "logits":
-            names.append("logits")
+        names += [alias for alias, layer in self._by_alias.items() if layer.alias != alias]
         text = ", ".join(names) if len(names) <= 60 else (
             ", ".join(names[:30]) + f", ... {len(names) - 40} more ..., " + ", ".join(names[-10:])
             + " (deconv layers lists them all)")
@@ -246,6 +259,36 @@ class LayerGraph:
             if candidate in needed:
                 needed.update(candidate.all_input_nodes)
         return [n for n in self.graph.nodes if n in needed]
+
+
+def output_fields(value: Any, name: str = "") -> list[tuple[str, Any]]:
+    """The tensors (or fx nodes) in a model's returned value, each with its field name.
+
+    A ModelOutput, dataclass or dict gives its fields' names ("logits"), a named tuple its
+    fields, a plain tuple or list "output.0", "output.1"..., nested ones dotted
+    ("hidden_states.2"); a lone tensor has the name "". Fields that are None are left out.
+
+    >>> output_fields({"logits": torch.zeros(1), "extra": (torch.ones(1), None)})
+    [('logits', tensor([0.])), ('extra.0', tensor([1.]))]
+    """
+    if isinstance(value, fx.Node) and value.op == "call_function" and isinstance(value.target, type) \
+            and is_dataclass(value.target):  # fx traced the building of a returned dataclass
+        return output_fields(dict(value.kwargs), name)
+    if isinstance(value, (fx.Node, torch.Tensor)):
+        return [(name, value)]
+    items: Any
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif is_dataclass(value) and not isinstance(value, type):
+        items = ((field.name, getattr(value, field.name)) for field in fields(value))
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = zip(value._fields, value)
+    elif isinstance(value, (tuple, list)):
+        name = name or "output"  # a bare index would read as a layer of an nn.Sequential
+        items = enumerate(value)
+    else:
+        return []
+    return [leaf for key, part in items for leaf in output_fields(part, f"{name}.{key}" if name else str(key))]
 
 
 class NotTraceable(DeconvError):

@@ -112,27 +112,69 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "vgg16-hed"
 
 
+# Model families named by a prefix rather than listed: (pattern, example, description).
+MODEL_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("timm:NAME", "timm:resnet50",
+     "any timm image model (timm:convnext_tiny.fb_in22k picks a weight tag) with its own preprocessing and "
+     "ImageNet class names; pretrained weights through timm (cached after the first download); "
+     "pip install 'deconvnet[timm]'"),
+    ("hf:ID_OR_FOLDER", "hf:./my-finetuned-model",
+     "a Hugging Face image classifier: a folder written by save_pretrained (offline) or a hub id such as "
+     "hf:microsoft/resnet-50, with its image processor and id2label class names; pip install 'deconvnet[hf]'"),
+)
+
+
 def load(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None) -> LoadedModel:
-    """Build model ``name`` with its published weights (None), a local file, or ``"random"``."""
+    """Build model ``name`` with its published weights (None), a local file, or ``"random"``.
+
+    ``name`` is a registered model (``deconv models``), ``"timm:NAME"`` for a timm model or
+    ``"hf:ID_OR_FOLDER"`` for a Hugging Face image classifier.
+
+    >>> loaded = load("timm:resnet18", weights="random")                 # doctest: +SKIP
+    >>> loaded = load("hf:./my-finetuned-model")                         # doctest: +SKIP
+    """
+    if name.startswith("timm:"):
+        from .timm_models import load_timm
+
+        return load_timm(name.removeprefix("timm:"), weights)
+    if name.startswith("hf:"):
+        from .huggingface import load_hf
+
+        return load_hf(name.removeprefix("hf:"), weights)
     spec = MODELS.get(name)
     if spec is None:
-        raise DeconvError(f"unknown model {name!r}. Known models: {', '.join(MODELS)}")
+        raise DeconvError(f"unknown model {name!r}. Known models: {', '.join(MODELS)}; "
+                          f"or timm:NAME, hf:ID_OR_FOLDER (deconv models)")
     if weights is None:
         if spec.pretrained is None:
             raise DeconvError(f"{name} has no published weights: pass a state dict with --weights FILE, "
                               f"or --weights {RANDOM} for an untrained model")
         return spec.pretrained()
     if str(weights) == RANDOM:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)  # the same random model every time
-            model = spec.build()
-        return LoadedModel(name, model.eval(), spec.transform, RANDOM)
-    path = Path(weights)
-    state = read_state_dict(path)
+        return LoadedModel(name, build_seeded(spec.build).eval(), spec.transform, RANDOM)
     model = spec.build()
-    load_checked(model, state, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LoadedModel(name, model.eval(), spec.transform, str(path), digest)
+    source, digest = load_state_file(model, weights)
+    return LoadedModel(name, model.eval(), spec.transform, source, digest)
+
+
+def build_seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with random weights that are the same every time (seed 0), leaving the global RNG alone."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build()
+
+
+def load_state_file(model: nn.Module, weights: str | os.PathLike) -> tuple[str, str]:
+    """Load a local weights file into ``model`` (safely, checked); its path and SHA-256."""
+    path = Path(weights)
+    load_checked(model, read_state_dict(path), path)
+    return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message in one line, for a one-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_model(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None):

@@ -13,25 +13,51 @@ from torch import Tensor
 from ..dataset.images import to_rgb
 
 
+# How each library resamples, by filter name (PIL's, and torchvision's InterpolationMode values).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+RESAMPLERS = ("pil", "tensor")
+CROP_ROUNDINGS = ("round", "floor")
+# The fields added after the first release, with the values that keep the old behaviour: describe()
+# leaves them out at these values, so the records (and cache keys) of existing runs stay the same.
+_LATER_DEFAULTS = {"interpolation": "bilinear", "resampler": "pil", "crop_rounding": "round"}
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """PIL image -> model input (3, H, W): resize the shorter side, centre-crop, normalize.
+    """PIL image -> model input (3, H, W): resize, centre-crop, normalize.
 
-    ``scale`` is the value of white (1 for torchvision weights, 255 for Caffe-style
-    weights); ``mean``/``std`` are in the model's channel order, which is BGR when
-    ``bgr`` is set.
+    ``resize`` is the shorter side (an int) or an exact (height, width); ``crop`` a side or a
+    (height, width). ``scale`` is the value of white (1 for torchvision weights, 255 for
+    Caffe-style weights); ``mean``/``std`` are in the model's channel order, which is BGR when
+    ``bgr`` is set. The last three fields reproduce other libraries' preprocessing exactly:
+    ``interpolation`` is the resampling filter; ``resampler`` "pil" resizes with PIL (torchvision
+    and timm on a PIL image), "tensor" with torchvision on the uint8 tensor (Hugging Face's
+    torchvision image processors); ``crop_rounding`` places an odd margin's extra pixel as
+    torchvision does ("round") or as Hugging Face does ("floor").
 
     >>> t = ImageTransform(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     >>> t(Image.new("RGB", (300, 400))).shape
     torch.Size([3, 224, 224])
+    >>> ImageTransform(resize=(240, 320), crop=None, interpolation="bicubic")(Image.new("RGB", (50, 60))).shape
+    torch.Size([3, 240, 320])
     """
 
-    resize: int | None = 256
-    crop: int | None = 224
+    resize: int | tuple[int, int] | None = 256
+    crop: int | tuple[int, int] | None = 224
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     scale: float = 1.0
     bgr: bool = False
+    interpolation: str = "bilinear"
+    resampler: str = "pil"
+    crop_rounding: str = "round"
+
+    def __post_init__(self) -> None:
+        for name, value, valid in (("interpolation", self.interpolation, INTERPOLATIONS),
+                                   ("resampler", self.resampler, RESAMPLERS),
+                                   ("crop_rounding", self.crop_rounding, CROP_ROUNDINGS)):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(valid)}")
 
     def __call__(self, image: Image.Image) -> Tensor:
         if not isinstance(image, Image.Image):
@@ -39,17 +65,39 @@ class ImageTransform:
         if image.mode != "RGB":
             image = to_rgb(image)
         window = self._crop_window(image.size)
-        if window is not None and self.crop:  # a very long image: resize only the part the crop keeps
-            image = image.resize((self.crop, self.crop), Image.Resampling.BILINEAR, box=window)
+        if window is not None and isinstance(self.crop, int):  # a very long image: resize only what the crop keeps
+            pixels = TF.pil_to_tensor(image.resize((self.crop, self.crop), self._pil_filter, box=window))
         else:
-            if self.resize:
-                image = TF.resize(image, self.resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-            if self.crop:
-                image = TF.center_crop(image, self.crop)
-        x = TF.pil_to_tensor(image).float() / 255.0  # (3, H, W) RGB in 0..1
+            pixels = self._center_crop(self._resized(image))
+        x = pixels.float() / 255.0  # (3, H, W) RGB in 0..1
         if self.bgr:
             x = x.flip(0)
         return (x * self.scale - self._column(self.mean)) / self._column(self.std)
+
+    @property
+    def _pil_filter(self) -> Image.Resampling:
+        return Image.Resampling[self.interpolation.upper()]
+
+    def _resized(self, image: Image.Image) -> Tensor:
+        """The image resized as the transform's library does it, as a uint8 tensor (3, H, W)."""
+        if not self.resize:
+            return TF.pil_to_tensor(image)
+        size = [self.resize] if isinstance(self.resize, int) else list(self.resize)
+        mode = TF.InterpolationMode(self.interpolation)
+        if self.resampler == "pil":
+            return TF.pil_to_tensor(TF.resize(image, size, interpolation=mode, antialias=True))
+        from torchvision.transforms.v2 import functional as F2  # Hugging Face's processors resize with v2
+
+        return F2.resize(TF.pil_to_tensor(image), size, interpolation=mode, antialias=True)
+
+    def _center_crop(self, pixels: Tensor) -> Tensor:
+        if not self.crop:
+            return pixels
+        height, width = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
+        if self.crop_rounding == "round" or height > pixels.shape[-2] or width > pixels.shape[-1]:
+            return TF.center_crop(pixels, [height, width])  # torchvision's placement (and padding)
+        top, left = (pixels.shape[-2] - height) // 2, (pixels.shape[-1] - width) // 2
+        return pixels[:, top:top + height, left:left + width]
 
     def _crop_window(self, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
         """Where the centre crop falls in the original image, when resizing all of it would be wasteful.
@@ -59,7 +107,7 @@ class ImageTransform:
         same pixels (the same bilinear filter at the same scale and sample positions), up to
         rounding: a value may differ by 1 in 255.
         """
-        if not (self.resize and self.crop):
+        if not (isinstance(self.resize, int) and isinstance(self.crop, int)) or self.crop_rounding != "round":
             return None
         width, height = size
         short, long = min(width, height), max(width, height)
@@ -79,7 +127,7 @@ class ImageTransform:
     @property
     def input_size(self) -> tuple[int, int]:
         side = self.crop or self.resize or 224
-        return (side, side)
+        return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
 
     def to_uint8(self, x: Tensor) -> np.ndarray:
         """A model input (3, H, W) back to an RGB uint8 picture (H, W, 3)."""
@@ -91,4 +139,4 @@ class ImageTransform:
         return x.flip(-3) if self.bgr else x
 
     def describe(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if _LATER_DEFAULTS.get(key, ...) != value}

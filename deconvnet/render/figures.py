@@ -64,8 +64,8 @@ def new_figure(width: float, height: float, *, h_pad: float | None = None) -> No
 
     Example:
         >>> fig = new_figure(4.0, 3.0)
-        >>> tuple(fig.get_size_inches()), type(fig.canvas).__name__
-        ((4.0, 3.0), 'FigureCanvasAgg')
+        >>> fig.get_size_inches().tolist(), type(fig.canvas).__name__
+        ([4.0, 3.0], 'FigureCanvasAgg')
     """
     figure = NotebookFigure(figsize=(width, height), layout=ConstrainedLayoutEngine(h_pad=h_pad))
     FigureCanvasAgg(figure)  # attach the canvas: no display, no pyplot state
@@ -231,6 +231,7 @@ def projection_figure(
     ``Projection.show`` calls this.
 
     Example:
+        >>> import torch
         >>> from deconvnet.engine import Projection, Unit
         >>> p = Projection(torch.randn(1, 3, 8, 8), [Unit(0, 5, (2, 3), 4.5)], None)
         >>> projection_figure(p).axes[0].get_title()

@@ -26,7 +26,7 @@ import PIL.Image
 import torch
 
 import deconvnet
-from deconvnet.render import crop_with_padding, to_display
+from deconvnet.render.pictures import crop_with_padding, to_display
 from deconvnet.tasks.top9.compute import top9
 from deconvnet.tasks.visualize.compute import strongest_channels
 

@@ -165,7 +165,8 @@ def check_percentile(percentile: Any) -> float | None:
         return None
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
         raise DeconvError(f"percentile must be a number such as 99.5, received {percentile!r}")
-    if not 0 < percentile <= 100:  # also refuses NaN
+    value = float(percentile)
+    if not 0 < value <= 100:  # also refuses NaN
         raise DeconvError(f"percentile must be in (0, 100], e.g. 99.5 (100 or None: no clipping); "
                           f"received {percentile}")
-    return float(percentile)
+    return value

@@ -87,7 +87,7 @@ def outline_box(ax: Axes, box: Sequence[float], *, colour: str = _BOX_COLOUR, li
         ((2.5, 1.5), 5.0, 4.0)
     """
     if clip_to is not None:
-        clipped = clip_box(check_box(box), *clip_to)
+        clipped = clip_box(check_box([int(v) for v in box]), *clip_to)
         if clipped is None:
             return
         box = clipped

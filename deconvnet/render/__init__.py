@@ -45,12 +45,10 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
         to_display,
     )
 
-_PICTURES = ("GREY", "channel_sheet", "crop_with_padding", "grid", "image_to_uint8", "mosaic", "projection_image",
-             "to_display")
-_FIGURES = ("GRID_COLUMNS", "NotebookFigure", "channels_figure", "new_figure", "outline_box", "projection_figure",
-            "show_picture", "visualize_figure")
-# public name -> the module that defines it
-_LAZY = {**{name: "pictures" for name in _PICTURES}, **{name: "figures" for name in _FIGURES}}
+_PICTURES = {"GREY", "channel_sheet", "crop_with_padding", "grid", "image_to_uint8", "mosaic", "projection_image",
+             "to_display"}
+_FIGURES = {"GRID_COLUMNS", "NotebookFigure", "channels_figure", "new_figure", "outline_box", "projection_figure",
+            "show_picture", "visualize_figure"}
 
 __all__ = [
     "GREY", "GRID_COLUMNS", "NotebookFigure", "channel_sheet", "channels_figure", "crop_with_padding", "grid",
@@ -60,13 +58,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'deconvnet.render' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*__all__, "figures", "pictures"})
+    # Each name is read from its module on first use: only a figure loads matplotlib.
+    if name in _PICTURES:
+        return getattr(import_module(".pictures", __name__), name)
+    if name in _FIGURES:
+        return getattr(import_module(".figures", __name__), name)
+    raise AttributeError(f"module 'deconvnet.render' has no attribute {name!r}")

@@ -74,8 +74,7 @@ def correspondence(
     *,
     layers: Sequence[str],
     images: str | os.PathLike | None = None,
-    model: str | LoadedModel = DEFAULT_MODEL,
-    weights: str | os.PathLike | None = None,
+    model: str | LoadedModel = DEFAULT_MODEL, weights: str | os.PathLike | None = None,  # a name and its weights
     repeats: int = DEFAULT_REPEATS,
     seed: int = DEFAULT_SEED,
     batch_size: int = DEFAULT_BATCH_SIZE,

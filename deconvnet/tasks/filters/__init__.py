@@ -1,27 +1,11 @@
-"""First-layer filters and aliasing (Zeiler & Fergus, ECCV 2014, Sec. 4.1, Fig. 6), in three modules:
+"""First-layer filters and aliasing (Zeiler & Fergus, ECCV 2014, Sec. 4.1 and Fig. 6).
 
-- ``compute``: the spectra, aliasing shares and dead filters of a filter bank (``filter_spectra``); writes nothing.
-- ``files``: ``filters``, what ``deconv filters`` calls: a model in, the figure, a JSON and a CSV written.
-- ``figure``: the matplotlib figure (loaded only when a figure is drawn).
+A bank's spectra and dead filters are computed in ``compute`` (``filter_spectra``, ``never_active``);
+``files.filters`` is the command's function, writing the figure of ``figure``, a JSON and a CSV.
 """
 
-from .compute import (
-    BAND_EDGES,
-    BAND_NAMES,
-    DEAD_FRACTION,
-    DEFAULT_DFT_SIZE,
-    SORTS,
-    FilterSpectra,
-    conv_layer,
-    dead_by_rms,
-    filter_spectra,
-    first_conv,
-    never_active,
-    sort_order,
-    weights_label,
-)
-from .files import FiltersReport, filters, spectrum_csv
+from .compute import FilterSpectra, dead_by_rms, filter_spectra, first_conv, never_active
+from .files import FiltersReport, filters
 
-__all__ = ["BAND_EDGES", "BAND_NAMES", "DEAD_FRACTION", "DEFAULT_DFT_SIZE", "SORTS", "FilterSpectra", "FiltersReport",
-           "conv_layer", "dead_by_rms", "filter_spectra", "filters", "first_conv", "never_active", "sort_order",
-           "spectrum_csv", "weights_label"]
+__all__ = ["FilterSpectra", "FiltersReport", "dead_by_rms", "filter_spectra", "filters", "first_conv",
+           "never_active"]

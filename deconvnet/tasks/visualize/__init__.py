@@ -1,8 +1,7 @@
-"""One image, one layer, one figure: ``deconv visualize`` (and ``deconvnet.visualize``), in three modules:
+"""One image, one layer, one figure: ``deconv visualize`` and ``deconvnet.visualize``.
 
-- ``compute``: the channel ranking and the projections under each rule (``strongest_channels``, ``project_rules``).
-- ``files``: ``visualize``, what the command calls: an image file in, the figure drawn and written.
-- ``figure``: the single-unit and the channel-grid figures (loaded only when a figure is drawn).
+The ranking and the projections under each rule are in ``compute``; ``files.visualize`` turns an
+image file into the figure of ``figure`` and writes it when asked.
 """
 
 from .compute import DEFAULT_MODES, DEFAULT_TOP, RuleProjections, project_rules, rule_note, strongest_channels

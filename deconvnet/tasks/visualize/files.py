@@ -106,6 +106,7 @@ def visualize(
     units, boxes, maps, name = done.units, done.boxes, done.maps, done.layer
     labels = [loaded.categories[unit.channel] if loaded.categories and done.is_output and unit.position is None else ""
               for unit in units]
+
     from .figure import grid_figure, single_figure  # matplotlib only once there is a figure to draw
 
     if channels is not None and len(channels) == 1:
@@ -114,7 +115,7 @@ def visualize(
         chosen = (f"the {len(units)} channels that fire most" if channels is None
                   else "channels " + ", ".join(str(unit.channel) for unit in units))
         figure = grid_figure(loaded, x, f"{loaded.name} {name} on {Path(image).name}: {chosen}", units, boxes, maps,
-                       labels, percentile)
+                             labels, percentile)
     if output is not None:
         save_figure_atomic(output, figure, close=False)
     return Visualization(output, loaded.name, layer, units, boxes, maps, figure, channels is None, labels)

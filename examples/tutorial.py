@@ -26,9 +26,9 @@ import PIL.Image
 import torch
 
 import deconvnet
-from deconvnet.render import crop_with_padding, to_display
+from deconvnet.render.pictures import crop_with_padding, to_display
 from deconvnet.tasks.top9.compute import top9
-from deconvnet.tasks.visualize import strongest_channels
+from deconvnet.tasks.visualize.compute import strongest_channels
 
 torch.set_grad_enabled(False)
 HERE = Path(globals().get("__file__", Path.cwd() / "tutorial.py")).resolve().parent  # a notebook runs in examples/

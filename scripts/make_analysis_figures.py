@@ -24,7 +24,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deconvnet.tasks.correspondence import correspondence, format_table  # noqa: E402
+from deconvnet.tasks.correspondence.compute import format_table  # noqa: E402
+from deconvnet.tasks.correspondence.files import correspondence  # noqa: E402
 from deconvnet.tasks.evolution import evolution  # noqa: E402
 
 ASSETS = ROOT / "assets"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from deconvnet.tasks.filters import filters
-from deconvnet.tasks.invariance import invariance
+from deconvnet.tasks.filters.files import filters
+from deconvnet.tasks.invariance.files import invariance
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # (photo, the ImageNet class whose probability to plot; None: the class predicted for the original)

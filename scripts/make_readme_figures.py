@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 import deconvnet
-from deconvnet.tasks.occlusion import occlusion
+from deconvnet.tasks.occlusion.files import occlusion
 from deconvnet.tasks.top9.compute import top9
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

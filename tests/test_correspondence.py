@@ -14,7 +14,7 @@ from deconvnet import DeconvError
 from deconvnet.cli import main
 from deconvnet.engine.receptive import Box
 from deconvnet.models.transforms import ImageTransform
-from deconvnet.tasks.correspondence import correspondence_deltas, delta, map_box, pairwise_hamming
+from deconvnet.tasks.correspondence.compute import correspondence_deltas, delta, map_box, pairwise_hamming
 
 GREY = 0.5
 

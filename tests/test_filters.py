@@ -14,7 +14,7 @@ from torch import nn
 
 from deconvnet import DeconvError
 from deconvnet.cli import main
-from deconvnet.tasks.filters import dead_by_rms, filter_spectra, first_conv, never_active
+from deconvnet.tasks.filters.compute import dead_by_rms, filter_spectra, first_conv, never_active
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -172,7 +172,7 @@ def test_the_command_with_images_reports_never_active_filters(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--layer", "relu1"], "not a Conv2d"),
     (["--layer", "conv9"], "unknown layer"),
-    (["--stride", "0"], "stride must be a positive integer"),
+    (["--stride", "0"], "stride must be an integer >= 1"),
     (["--dead-fraction", "2"], "between 0 and 1"),
 ])
 def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys, argv, message):

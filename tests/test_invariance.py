@@ -16,7 +16,7 @@ from torch import nn
 from deconvnet import DeconvError
 from deconvnet.cli import main
 from deconvnet.models.transforms import ImageTransform
-from deconvnet.tasks.invariance import (
+from deconvnet.tasks.invariance.compute import (
     check_grid,
     default_layers,
     invariance_curves,

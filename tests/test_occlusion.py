@@ -12,7 +12,8 @@ from deconvnet import DeconvError
 from deconvnet.cli import main
 from deconvnet.models import HED_TRANSFORM, IMAGENET_TRANSFORM, LoadedModel, class_index
 from deconvnet.models.transforms import ImageTransform
-from deconvnet.tasks.occlusion import OcclusionGrid, mid_grey, occlusion, occlusion_map
+from deconvnet.tasks.occlusion.compute import OcclusionGrid, mid_grey, occlusion_map
+from deconvnet.tasks.occlusion.files import occlusion
 from tolerance import assert_same_projection, network_sums
 
 SIDE = 64

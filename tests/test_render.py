@@ -1,13 +1,19 @@
-"""Checks of deconvnet.render against values worked out by hand."""
+"""Checks of deconvnet.render (pictures and figures) against values worked out by hand."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from deconvnet.render import (
     channel_sheet,
@@ -19,6 +25,7 @@ from deconvnet.render import (
     to_display,
     visualize_figure,
 )
+from deconvnet.render.figures import new_figure, outline_box
 
 # ------------------------------------------------------------------ to_display
 
@@ -332,3 +339,75 @@ def test_channels_figure_has_a_column_per_unit_and_wraps_after_eight():
     assert not any(ax.axison for ax in axes[2:, 2:].ravel())  # the empty cells are blank
     with pytest.raises(ValueError, match="one projection per rule"):
         channels_figure(labels, crops, {"guided": crops[:3]}, title="t")
+
+
+# ------------------------------------------------ pictures without matplotlib
+
+
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code``."""
+    done = subprocess.run([sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_drawing_crops_grids_and_sheets_loads_no_matplotlib():
+    loaded = _modules_after(
+        "import numpy as np, torch\n"
+        "from deconvnet.render import channel_sheet, crop_with_padding, grid, mosaic, to_display\n"
+        "crop = crop_with_padding(to_display(torch.randn(3, 16, 16)), (-2, 3, 7, 7), fill=128)\n"
+        "sheet = channel_sheet([crop] * 9, [crop] * 9)\n"
+        "mosaic([sheet, sheet], ['ch 0', 'ch 1']); grid([crop] * 4)\n"
+        "from deconvnet.render.pictures import image_to_uint8\n"
+        "image_to_uint8(torch.rand(3, 4, 4))")
+    assert "deconvnet.render.pictures" in loaded
+    assert not {"matplotlib", "deconvnet.render.figures"} & loaded
+
+
+def test_the_tasks_compute_and_write_modules_load_no_matplotlib():
+    loaded = _modules_after("import deconvnet.tasks.correspondence, deconvnet.tasks.filters, "
+                            "deconvnet.tasks.invariance, deconvnet.tasks.occlusion, deconvnet.tasks.visualize, "
+                            "deconvnet.tasks.sanity.files")
+    assert {"deconvnet.tasks.occlusion.files", "deconvnet.tasks.visualize.compute"} <= loaded
+    assert "matplotlib" not in loaded
+
+
+def test_projection_image_and_figure_are_where_the_engine_looks_for_them():
+    from deconvnet.engine.deconvnet import RENDERER
+    from deconvnet.render import figures, pictures
+
+    renderer = importlib.import_module(RENDERER)
+    assert renderer.projection_image is pictures.projection_image
+    assert renderer.projection_figure is figures.projection_figure
+
+
+# ------------------------------------------------ the figure and outline helpers
+
+
+def test_new_figure_has_the_size_an_agg_canvas_and_constrained_layout():
+    fig = new_figure(4.5, 2.0, h_pad=0.3)
+    assert fig.get_size_inches().tolist() == [4.5, 2.0]
+    assert isinstance(fig.canvas, FigureCanvasAgg)
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine) and engine.get()["h_pad"] == 0.3
+    assert isinstance(fig, Figure) and fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_outline_box_frames_the_pixel_edges_widened_by_the_margin():
+    ax = new_figure(2.0, 2.0).subplots()
+    outline_box(ax, (2, 3, 4, 5))
+    outline_box(ax, (2, 3, 4, 5), margin=1, colour="blue", linewidth=3.0)
+    plain, framed = ax.patches
+    # pixel (r, c) is centred at (c, r), so the box's first column starts at x = 3 - 0.5
+    assert (plain.get_xy(), plain.get_width(), plain.get_height()) == ((2.5, 1.5), 5, 4)
+    assert (framed.get_xy(), framed.get_width(), framed.get_height()) == ((1.5, 0.5), 7, 6)
+    assert framed.get_linewidth() == 3.0 and framed.get_edgecolor()[:3] == (0.0, 0.0, 1.0)
+    assert not plain.get_fill()
+
+
+def test_outline_box_clipped_to_the_image_draws_only_the_visible_part():
+    ax = new_figure(2.0, 2.0).subplots()
+    outline_box(ax, (-2, 8, 4, 4), clip_to=(10, 10))  # rows -2..1, columns 8..11 of a 10x10 image
+    outline_box(ax, (20, 20, 3, 3), clip_to=(10, 10))  # entirely outside: nothing drawn
+    (rect,) = ax.patches
+    assert (rect.get_xy(), rect.get_width(), rect.get_height()) == ((7.5, -0.5), 2, 2)

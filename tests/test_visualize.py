@@ -19,7 +19,7 @@ from PIL import Image
 import deconvnet
 from deconvnet.cli import main
 from deconvnet.render import crop_with_padding, to_display
-from deconvnet.tasks.visualize import strongest_channels
+from deconvnet.tasks.visualize.compute import strongest_channels
 from reference import autograd_projection
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -32,13 +32,18 @@ def check_input(x: Any, model: nn.Module) -> None:
                           "call model.eval() first")
 
 
+def is_integer(value: Any) -> bool:
+    """True for an int, a numpy or a torch integer; False for a bool (True is not a count) and anything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_channel(layer: str, channel: Any, count: int) -> int:
     """``channel`` as an int in 0..count-1, or a DeconvError giving the valid range.
 
     >>> check_channel("conv1", 3, 64)
     3
     """
-    if not isinstance(channel, numbers.Integral) or isinstance(channel, bool):
+    if not is_integer(channel):
         raise DeconvError(f"expected an integer channel, received {channel!r}")
     channel = int(channel)
     if not 0 <= channel < count:
@@ -71,7 +76,7 @@ def check_channels(channels: Iterable[Any], count: int, layer: str | None = None
     where = f" for layer {layer}" if layer else ""
     chosen = set()
     for channel in channels:
-        if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or not 0 <= int(channel) < count:
+        if not is_integer(channel) or not 0 <= int(channel) < count:
             raise DeconvError(f"channel {channel!r} is out of range{where}: the layer has {count} channels "
                               f"(valid: 0-{count - 1})")
         chosen.add(int(channel))
@@ -115,3 +120,53 @@ def check_unit(layer: str, kind: str, shape: torch.Size | tuple, batch: int, ima
         return
     if position is not None:
         check_position(layer, position, shape[1], shape[2])
+
+
+def _integer_range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" between {minimum} and {maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return "" if maximum is None else f" <= {maximum}"
+
+
+def check_integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None,
+                  meaning: str = "") -> int:
+    """``value`` as an int in ``minimum..maximum`` (both included), or a DeconvError naming the valid range.
+
+    The one check of a count, size or index argument (batch size, stride, k, top, ...). numpy and
+    torch integers are accepted; ``True`` is not a count, so booleans are refused. ``meaning``
+    says in the error what the number is ("the occluder's side").
+
+    >>> check_integer(16, "batch_size", minimum=1)
+    16
+    >>> check_integer(0, "stride", minimum=1)
+    Traceback (most recent call last):
+    ...
+    deconvnet.errors.DeconvError: stride must be an integer >= 1, received 0
+    """
+    what = f"{name} ({meaning})" if meaning else name
+    expected = f"{what} must be an integer{_integer_range(minimum, maximum)}"
+    if not is_integer(value):
+        raise DeconvError(f"{expected}, received {value!r}")
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise DeconvError(f"{expected}, received {number}")
+    return number
+
+
+def check_percentile(percentile: Any) -> float | None:
+    """``percentile`` as a float in (0, 100], None kept (no clipping), or a DeconvError giving the range.
+
+    >>> check_percentile(99.5)
+    99.5
+    """
+    if percentile is None:
+        return None
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
+        raise DeconvError(f"percentile must be a number such as 99.5, received {percentile!r}")
+    value = float(percentile)
+    if not 0 < value <= 100:  # also refuses NaN
+        raise DeconvError(f"percentile must be in (0, 100], e.g. 99.5 (100 or None: no clipping); "
+                          f"received {percentile}")
+    return value

@@ -177,6 +177,22 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def resolve_model(model: str | LoadedModel, weights: str | os.PathLike | None = None) -> LoadedModel:
+    """A model the caller loaded already, or ``load(model, weights=weights)`` for a name.
+
+    Every task takes either; ``weights`` applies to a name only (a LoadedModel has its own).
+
+    >>> resolve_model("alexnet", "random").name                          # doctest: +SKIP
+    'alexnet'
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load(model, weights=weights)
+    raise TypeError(f"model must be a model name such as {DEFAULT_MODEL!r} or a LoadedModel from "
+                    f"deconvnet.load, received {type(model).__name__}")
+
+
 def load_model(name: str = DEFAULT_MODEL, *, weights: str | os.PathLike | None = None):
     """A model in eval mode and the transform that prepares a PIL image for it.
 

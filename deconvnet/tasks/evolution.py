@@ -208,9 +208,7 @@ def evolution_figure(cells: Sequence[dict[int, np.ndarray]], winners: Sequence[d
     The cells (uint8 (h, w, 3) crops, one size per layer) are laid out on one canvas and
     drawn as a single image: a grid of axes would cost seconds per hundred cells.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
+    from ..render.figures import new_figure, outline_box
 
     rows, cols = len(channels), len(cells)
     height = max(cell.shape[0] for column in cells for cell in column.values())
@@ -222,16 +220,14 @@ def evolution_figure(cells: Sequence[dict[int, np.ndarray]], winners: Sequence[d
             cell = cells[col][channel]
             top, left = gap + row * (height + gap), gap + col * (width + gap)
             canvas[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
-    figure = Figure(figsize=(0.9 * cols + 1.2, 0.9 * rows + 1.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(0.9 * cols + 1.2, 0.9 * rows + 1.0)
     ax = figure.add_subplot()
     ax.imshow(canvas, interpolation="nearest")
     for col in range(cols):
         for row, channel in enumerate(channels):
             if winners[col][channel].changed:
                 top, left = gap + row * (height + gap), gap + col * (width + gap)
-                ax.add_patch(Rectangle((left - gap / 3 - 0.5, top - gap / 3 - 0.5), width + 2 * gap / 3,
-                                       height + 2 * gap / 3, fill=False, edgecolor="red", linewidth=2.0))
+                outline_box(ax, (top, left, height, width), margin=gap / 3, linewidth=2.0)
     ax.set_xticks([gap + col * (width + gap) + width / 2 for col in range(cols)], list(labels), fontsize=7)
     ax.set_yticks([gap + row * (height + gap) + height / 2 for row in range(rows)],
                   [f"ch {channel}" for channel in channels], fontsize=7)

@@ -11,8 +11,8 @@ import os
 import torch
 
 from ..engine.features import FeatureExtractor
-from ..errors import DeconvError
-from ..models import DEFAULT_MODEL, LoadedModel, load
+from ..engine.validate import check_integer
+from ..models import DEFAULT_MODEL, LoadedModel, resolve_model
 
 
 def layer_table(
@@ -26,9 +26,9 @@ def layer_table(
     >>> layer_table("vgg16-hed")[0]                                          # doctest: +SKIP
     ('features.0', 'conv1_1', 'Conv2d', '64x224x224', '3x3', '1')
     """
-    loaded = load(model, weights=weights) if isinstance(model, str) else model
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096):
-        raise DeconvError(f"size (the input side in pixels) must be an integer from 1 to 4096, received {size!r}")
+    loaded = resolve_model(model, weights)
+    if size is not None:
+        size = check_integer(size, "size", minimum=1, maximum=4096, meaning="the input side in pixels")
     height, width = (size, size) if size is not None else loaded.transform.input_size
     with FeatureExtractor(loaded.model) as dn:
         empty = torch.zeros(0, 3, height, width)  # an empty batch: shapes only

@@ -24,9 +24,10 @@ from ...dataset import folderlock
 from ...dataset.distributed import pick_device
 from ...engine import Deconvnet
 from ...engine.relu import check_mode
+from ...engine.validate import check_integer
 from ...errors import DeconvError
 from ...fileio import check_writable_dir, write_json_atomic
-from ...models import LoadedModel, load
+from ...models import LoadedModel, resolve_model
 from ..top9.compute import _check_output_folder, _list_images, _model_identity, _name, _on_device
 from ..top9.sheets import folder_names
 from . import scan as scanning
@@ -72,8 +73,7 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
     """
     for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
                              ("limit", 1 if limit is None else limit, 1), ("channels", channels or 1, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise DeconvError(f"{name} must be an integer >= {low}, received {value!r}")
+        check_integer(value, name, minimum=low)
     modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
     if not modes:
         raise DeconvError("expected at least one mode (deconvnet, guided or backprop), received none")
@@ -85,7 +85,7 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
     root, paths, others = _list_images(images, out, limit)
     names = [_name(p, root) for p in paths]
     labelled = read_labels(names, labels, from_folders=Path(images).is_dir())
-    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
+    loaded = resolve_model(model, weights)
     loaded = _on_device(loaded, dev)
     loaded.model.to(dev)  # ours (loaded here, or the copy): moving it touches nothing of the caller's
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ...engine import Deconvnet
 from ...engine.relu import MODES, check_mode
-from ...engine.validate import check_channel
+from ...engine.validate import check_channel, check_integer, is_integer
 from ...errors import DeconvError
 from .similarity import MEASURES, ReducedMap, compare, reduce_map, require_analysis
 
@@ -379,8 +379,7 @@ def sanity_check(
     if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[0] < 1:
         raise DeconvError(f"expected a batch of images (N, C, H, W), received "
                           f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise DeconvError(f"batch_size must be a positive integer, received {batch_size!r}")
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
     count = x.shape[0]
     if not 0 <= example < count:
         raise DeconvError(f"example must index one of the {count} images (0..{count - 1}), received {example}")
@@ -490,7 +489,7 @@ def _target_channels(channel: int | str, scores: Tensor, layer: str) -> list[int
             raise DeconvError(f"channel {TOP1!r} (each image's top-1 class) needs class scores of shape (N, classes), "
                               f"but layer {layer} has shape {tuple(scores.shape)}; give a channel number")
         return scores.argmax(1).tolist()
-    if isinstance(channel, bool) or not isinstance(channel, int):
+    if not is_integer(channel):
         raise DeconvError(f"expected a channel number or {TOP1!r}, received {channel!r}")
     return [check_channel(layer, channel, width)] * scores.shape[0]
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from ...render.figures import NotebookFigure, new_figure
 from .compute import SanityResult
 from .similarity import MEASURE_LABELS, MEASURES
 
@@ -64,12 +63,11 @@ def _show(ax, image: np.ndarray, title: str | None = None, fontsize: float = 8) 
         ax.set_title(title, fontsize=fontsize)
 
 
-def randomization_figure(picture: np.ndarray, result: SanityResult) -> Figure:
+def randomization_figure(picture: np.ndarray, result: SanityResult) -> NotebookFigure:
     """Rows: modes; columns: the input, the intact model's map, then each cascading step (one image)."""
     columns = ["intact"] + [f"cascading:{name}" for name in result.steps]
     side = 1.25
-    figure = Figure(figsize=(side * (len(columns) + 1) + 0.6, side * len(result.modes) + 1.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(side * (len(columns) + 1) + 0.6, side * len(result.modes) + 1.0)
     axes = np.atleast_2d(figure.subplots(len(result.modes), len(columns) + 1, squeeze=False))
     for row, mode in enumerate(result.modes):
         _show(axes[row, 0], picture, "input" if row == 0 else None)
@@ -82,14 +80,13 @@ def randomization_figure(picture: np.ndarray, result: SanityResult) -> Figure:
     return figure
 
 
-def curves_figure(result: SanityResult) -> Figure:
+def curves_figure(result: SanityResult) -> NotebookFigure:
     """Each measure against the randomization depth: mean over images, band of one standard deviation.
 
     Top row: cascading (step k randomizes the first k steps); bottom: each step alone.
     """
     kinds = [("cascading", result.cascading)] + ([("independent", result.independent)] if result.independent else [])
-    figure = Figure(figsize=(4.2 * len(MEASURES), 4.0 * len(kinds)), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(4.2 * len(MEASURES), 4.0 * len(kinds))
     axes = figure.subplots(len(kinds), len(MEASURES), squeeze=False)
     ticks = ["intact"] + list(result.steps)
     positions = np.arange(len(ticks))
@@ -116,7 +113,7 @@ def curves_figure(result: SanityResult) -> Figure:
     return figure
 
 
-def selectivity_figure(picture: np.ndarray, result: SanityResult) -> Figure:
+def selectivity_figure(picture: np.ndarray, result: SanityResult) -> NotebookFigure:
     """Example maps of the target, another channel and a random seed (and, for a classifier,
     the top-1, a random and the lowest class), above bars of each measure's mean per mode."""
     keys = [("intact", "target"), ("other_channel", "another channel"), ("random_seed", "random seed")]
@@ -125,9 +122,7 @@ def selectivity_figure(picture: np.ndarray, result: SanityResult) -> Figure:
         keys += [("top1", "top-1 class"), ("random_class", "random class"), ("lowest_class", "lowest class")]
         comparisons += ["random_class", "lowest_class"]
     columns = len(keys) + 1
-    figure = Figure(figsize=(max(1.6 * columns, 4.0 * len(MEASURES) * 0.8), 1.6 * len(result.modes) + 3.6),
-                    layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(max(1.6 * columns, 4.0 * len(MEASURES) * 0.8), 1.6 * len(result.modes) + 3.6)
     top, bottom = figure.subfigures(2, 1, height_ratios=[1.6 * len(result.modes), 3.2])  # type: ignore[misc]
     axes = top.subplots(len(result.modes), columns, squeeze=False)
     for row, mode in enumerate(result.modes):

@@ -16,9 +16,10 @@ import torch
 
 from ...dataset.images import IMAGE_SUFFIXES, UnreadableImage, list_images, open_image
 from ...engine.relu import MODES
+from ...engine.validate import check_integer
 from ...errors import DeconvError
 from ...fileio import check_writable_dir, save_figure_atomic, write_json_atomic
-from ...models import DEFAULT_MODEL, LoadedModel, class_index, load
+from ...models import DEFAULT_MODEL, LoadedModel, class_index, resolve_model
 from .compute import DEFAULT_BATCH_SIZE, TOP1, SanityResult, sanity_check
 from .similarity import require_analysis
 
@@ -70,12 +71,12 @@ def sanity(
     if not out.exists() and out.parent.is_dir():
         out.mkdir()  # like top9: a missing output folder is created (its parent must exist)
     out = check_writable_dir(out)  # fail before the work, not after it
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise DeconvError(f"limit must be a positive number of images, received {limit!r}")
+    if limit is not None:
+        limit = check_integer(limit, "limit", minimum=1, meaning="how many images to use")
     paths = _image_paths(images)
     if not paths:
         raise DeconvError(f"no images found in {', '.join(map(str, images))}")
-    loaded = load(model, weights=weights) if isinstance(model, str) else model
+    loaded = resolve_model(model, weights)
     target_name = None
     if isinstance(channel, str) and channel != TOP1:
         channel = class_index(channel, loaded.categories, loaded.name)

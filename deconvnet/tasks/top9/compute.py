@@ -66,7 +66,7 @@ from ...dataset.images import IMAGE_SUFFIXES, list_images
 from ...dataset.scan import ImageFiles, ScanState, TopK, batch_scores, collate, remove
 from ...engine import Deconvnet
 from ...engine.relu import check_mode
-from ...engine.validate import check_channels
+from ...engine.validate import check_channels, check_integer
 from ...errors import DeconvError
 from ...fileio import check_writable_dir, write_json_atomic
 from ...models import LoadedModel, load
@@ -201,8 +201,7 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
         raise DeconvError("expected at least one layer, received none")
     for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
                              ("limit", 1 if limit is None else limit, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise DeconvError(f"{name} must be an integer >= {low}, received {value!r}")
+        check_integer(value, name, minimum=low)
     check_mode(mode)
     out = Path(out_dir)
     dev = pick_device(device)

@@ -35,14 +35,10 @@ True
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -50,14 +46,10 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from ..dataset.images import open_image
-from ..errors import DeconvError
-from ..fileio import check_figure_path, save_figure_atomic, write_json_atomic, write_text_atomic
-from ..models import DEFAULT_MODEL, LoadedModel, class_index, load
-from ..models.transforms import ImageTransform
-from .modules import called_modules
+from ...errors import DeconvError
+from ...models.transforms import ImageTransform
+from ..modules import called_modules
 
 TRANSFORMS = ("translation", "scale", "rotation")
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
@@ -205,7 +197,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -
     return early, late
 
 
-class _Reader:
+class LayerReader:
     """One forward pass: the flattened features of some layers (N, D) and the model's output.
 
     Layers that are modules are read with forward hooks (removed after each call); a
@@ -213,7 +205,7 @@ class _Reader:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        from ..engine.features import FeatureExtractor
+        from ...engine.features import FeatureExtractor
 
         self.model = model
         self.dn = FeatureExtractor(model)
@@ -276,7 +268,7 @@ class ImageCurves:
 
 
 def invariance_curves(
-    model: nn.Module | _Reader,
+    model: nn.Module | LayerReader,
     transform: ImageTransform,
     image: Image.Image,
     layers: Sequence[str],
@@ -291,7 +283,7 @@ def invariance_curves(
     selects the class probability; None reads the probability of the class the model
     predicts for the original (when the model's output is (N, classes)).
     """
-    reader = model if isinstance(model, _Reader) else _Reader(model, layers)
+    reader = model if isinstance(model, LayerReader) else LayerReader(model, layers)
     started = time.perf_counter()
     try:
         picture, crop = model_picture(image, transform)
@@ -341,21 +333,6 @@ def invariance_curves(
                        time.perf_counter() - started)
 
 
-# ------------------------------------------------------------------ the command as a function
-
-
-@dataclass
-class InvarianceReport:
-    """What ``invariance`` wrote, and the curves."""
-
-    figure: Path
-    json: Path
-    csv: Path
-    curves: list[ImageCurves]
-    model: str
-    seconds: float
-
-
 def parse_grid(text: str) -> list[float]:
     """``START:STOP:STEP`` (STOP included when the steps reach it) or a comma-separated list.
 
@@ -379,222 +356,6 @@ def parse_grid(text: str) -> list[float]:
     return [round(start + i * step, 10) for i in range(count)]
 
 
-def read_image_list(path: str | os.PathLike) -> list[tuple[Path, str | None]]:
-    """Lines ``path`` or ``path<TAB>class`` (a name or index); relative paths are from the file's folder."""
-    path = Path(path)
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        image, _, label = line.partition("\t")
-        image_path = Path(image.strip())
-        rows.append((image_path if image_path.is_absolute() else path.parent / image_path, label.strip() or None))
-    if not rows:
-        raise DeconvError(f"the list file {path} names no images (one path per line, optionally TAB and a class)")
-    return rows
-
-
-def _resolve_class(label: int | str | None, loaded: LoadedModel) -> int | None:
-    if label is None or isinstance(label, int):
-        return label
-    if label.strip().lstrip("-").isdigit():
-        return int(label)
-    try:
-        return class_index(label, loaded.categories, loaded.name)
-    except DeconvError:
-        if "_" in label:  # ImageNet folder names spell 'lawn_mower'
-            return class_index(label.replace("_", " "), loaded.categories, loaded.name)
-        raise
-
-
-def invariance(
-    images: Sequence[str | os.PathLike | tuple[str | os.PathLike, int | str | None]],
-    output: str | os.PathLike,
-    *,
-    model: str | LoadedModel = DEFAULT_MODEL,
-    weights: str | os.PathLike | None = None,
-    layers: Sequence[str] | None = None,
-    target_class: int | str | None = None,
-    grids: Mapping[str, Sequence[float]] = DEFAULT_GRIDS,
-    progress: bool = True,
-) -> InvarianceReport:
-    """The paper's Fig. 5 for ``images``: write the figure, a JSON and a CSV beside it.
-
-    ``images`` are paths, or (path, class) pairs; ``target_class`` (a name or index) is
-    the class of every image without its own. ``layers`` default to an early and a late
-    layer (``default_layers``). The JSON (``fig.png`` -> ``fig.json``) holds every curve;
-    the CSV (``fig.csv``) has one row per image, transformation, parameter and layer.
-
-    >>> invariance(["assets/cat.jpg"], "cat_inv.png", model="efficientnet-lite0",
-    ...            target_class="tabby")                                           # doctest: +SKIP
-    """
-    started = time.perf_counter()
-    figure_path = check_figure_path(output)
-    entries = [(Path(item[0]), item[1]) if isinstance(item, tuple) else (Path(item), None) for item in images]
-    if not entries:
-        raise DeconvError("no images given")
-    for kind in grids:
-        if kind not in TRANSFORMS:
-            raise DeconvError(f"unknown transformation {kind!r}: expected one of {', '.join(TRANSFORMS)}")
-    loaded = load(model, weights=weights) if isinstance(model, str) else model
-    pictures = [open_image(path) for path, _ in entries]  # every unreadable file is reported before any work
-    for (path, _), picture in zip(entries, pictures):
-        resized, crop = model_picture(picture, loaded.transform)
-        for kind, values in grids.items():
-            try:
-                check_grid(kind, [float(v) for v in values], tuple(resized.shape[1:]), crop)
-            except DeconvError as error:
-                raise DeconvError(f"{path.name}: {error}") from None
-    classes = [_resolve_class(label if label is not None else target_class, loaded) for _, label in entries]
-    layer_names = list(layers) if layers else list(default_layers(loaded.model, loaded.transform.input_size))
-    if len(layer_names) < 1:
-        raise DeconvError("give at least one layer")
-    reader = _Reader(loaded.model, layer_names)
-    if any(label is not None for label in classes):  # refuse a class for a model without class scores now
-        with torch.inference_mode():
-            probe = loaded.model(torch.zeros(1, 3, *loaded.transform.input_size))
-        if not (isinstance(probe, Tensor) and probe.dim() == 2 and probe.shape[1] > 1):
-            reader.close()
-            shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
-            raise DeconvError(f"a class probability needs a classifier whose output is (N, classes); "
-                              f"{loaded.name} returns {shape}. Leave out the class, or use a classifier such as "
-                              f"efficientnet-lite0")
-    curves = []
-    try:
-        for (path, _), picture, label in tqdm(list(zip(entries, pictures, classes)), desc="invariance", unit="image",
-                                              disable=not progress, leave=False):
-            curves.append(invariance_curves(reader, loaded.transform, picture, layer_names, grids,
-                                            target_class=label, name=path.name))
-    finally:
-        reader.close()
-    json_path, csv_path = figure_path.with_suffix(".json"), figure_path.with_suffix(".csv")
-    categories = loaded.categories
-    write_json_atomic(json_path, _record(loaded, curves, categories))
-    write_text_atomic(csv_path, curves_csv(curves, categories))
-    published = isinstance(model, str) and weights is None
-    figure = invariance_figure(curves, title=_title(loaded, curves, published), categories=categories)
-    save_figure_atomic(figure_path, figure)
-    return InvarianceReport(figure_path, json_path, csv_path, curves, loaded.name, time.perf_counter() - started)
-
-
-def _class_name(index: int | None, categories: Sequence[str] | None) -> str | None:
+def class_name(index: int | None, categories: Sequence[str] | None) -> str | None:
+    """The name of class ``index`` among ``categories``, or None when there is none."""
     return categories[index] if index is not None and categories and 0 <= index < len(categories) else None
-
-
-def _record(loaded: LoadedModel, curves: list[ImageCurves], categories) -> dict:
-    return {
-        "model": loaded.name, "weights": loaded.weights, "transform": loaded.transform.describe(),
-        "layers": curves[0].layers,
-        "conventions": {"translation": "model input pixels; positive moves the content down (the crop window up)",
-                        "scale": "zoom about the centre (the crop window shrinks by 1/scale)",
-                        "rotation": "degrees, counter-clockwise about the centre, same crop",
-                        "outside": "mid-grey (128) where the window leaves the resized picture",
-                        "distance": "Euclidean distance between flattened features of original and transformed",
-                        "relative_distance": "distance / ||features of the original||"},
-        "images": [{
-            "image": c.image, "class": c.target_class, "class_name": _class_name(c.target_class, categories),
-            "probability": c.baseline_probability, "norms": c.norms, "seconds": round(c.seconds, 3),
-            "transforms": {kind: {
-                "parameters": values,
-                "distance": {layer: c.distance[kind][layer].tolist() for layer in c.layers},
-                "relative_distance": {layer: _finite(c.relative[kind][layer]) for layer in c.layers},
-                "probability": None if c.probability is None else c.probability[kind].tolist(),
-            } for kind, values in c.grids.items()},
-        } for c in curves],
-    }
-
-
-def _finite(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in values]
-
-
-def curves_csv(curves: Sequence[ImageCurves], categories: Sequence[str] | None = None) -> str:
-    """One row per image, transformation, parameter and layer."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "transform", "parameter", "layer", "distance", "relative_distance", "class",
-                     "class_name", "class_probability"])
-    for c in curves:
-        name = _class_name(c.target_class, categories) or ""
-        for kind, values in c.grids.items():
-            for i, value in enumerate(values):
-                p = "" if c.probability is None else f"{c.probability[kind][i]:.6g}"
-                for layer in c.layers:
-                    writer.writerow([c.image, kind, f"{value:g}", layer, f"{c.distance[kind][layer][i]:.6g}",
-                                     f"{c.relative[kind][layer][i]:.6g}", "" if c.target_class is None
-                                     else c.target_class, name, p])
-    return buffer.getvalue()
-
-
-def _title(loaded: LoadedModel, curves: list[ImageCurves], published: bool) -> str:
-    from .filters import weights_label
-
-    return (f"{loaded.name} ({weights_label(loaded, published)}): feature distance to the untransformed image, "
-            f"{len(curves)} image(s)")
-
-
-# ------------------------------------------------------------------ figure
-
-
-def invariance_figure(curves: Sequence[ImageCurves], *, title: str = "", categories: Sequence[str] | None = None,
-                      thumbnails: int = 5):
-    """The paper's Fig. 5 layout: rows translation, scale, rotation; columns each layer's relative
-    distance and the class probability; one line per image; a strip of the first image's
-    transformed inputs below."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    kinds = [k for k in TRANSFORMS if k in curves[0].grids]
-    layers = curves[0].layers
-    columns = len(layers) + 1
-    figure = Figure(figsize=(4.0 * columns, 3.0 * len(kinds) + 2.4), layout="constrained")
-    FigureCanvasAgg(figure)
-    plots, strip = figure.subfigures(2, 1, height_ratios=[3.0 * len(kinds), 1.6])  # type: ignore[misc]
-    axes = np.atleast_2d(plots.subplots(len(kinds), columns, squeeze=False))
-    colours = [f"C{i % 10}" for i in range(len(curves))]
-    for row, kind in enumerate(kinds):
-        for col, layer in enumerate(layers):
-            ax = axes[row, col]
-            for c, colour in zip(curves, colours):
-                ax.plot(c.grids[kind], c.relative[kind][layer], marker=".", markersize=3, color=colour,
-                        label=_label(c, categories))
-            ax.set_ylabel("||phi(x') - phi(x)|| / ||phi(x)||", fontsize=7)
-            if row == 0:
-                ax.set_title(f"layer {layer}", fontsize=9)
-        ax = axes[row, columns - 1]
-        if curves[0].probability is None:
-            ax.text(0.5, 0.5, "no class probability:\nthe model's output is not (N, classes)", ha="center",
-                    va="center", fontsize=8, transform=ax.transAxes)
-        else:
-            for c, colour in zip(curves, colours):
-                if c.probability is not None:
-                    ax.plot(c.grids[kind], c.probability[kind], marker=".", markersize=3, color=colour)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_ylabel("P(true class)", fontsize=7)
-        if row == 0:
-            ax.set_title("probability of the class", fontsize=9)
-        for ax in axes[row]:
-            ax.set_xlabel(f"{kind}: {UNITS[kind]}", fontsize=7)
-            ax.tick_params(labelsize=7)
-    plots.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
-    first = curves[0]
-    strip_axes = strip.subplots(1, thumbnails * len(kinds))
-    for k, kind in enumerate(kinds):
-        values = first.grids[kind]
-        picks = np.unique(np.linspace(0, len(values) - 1, thumbnails).round().astype(int))
-        for slot in range(thumbnails):
-            ax = strip_axes[k * thumbnails + slot]
-            ax.axis("off")
-            if slot < len(picks):
-                ax.imshow(first.thumbnails[kind][picks[slot]])
-                ax.set_title(f"{kind[:5]}. {values[picks[slot]]:g}", fontsize=7)
-    strip.suptitle(f"the inputs of {first.image} (mid-grey: outside the picture)", fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    return figure
-
-
-def _label(c: ImageCurves, categories: Sequence[str] | None) -> str:
-    name = _class_name(c.target_class, categories)
-    if c.baseline_probability is None:
-        return c.image
-    return f"{c.image}: P({name or c.target_class}) = {c.baseline_probability:.2f}"

@@ -5,7 +5,9 @@ the model and one number is recorded: the activation of a chosen unit, the total
 activation of its feature map, or a classifier's probability for a class. Where that
 number drops, the model relies on what the square hides.
 
-``occlusion_map`` works on tensors; ``occlusion`` goes from an image file to a figure.
+This module is the arithmetic: ``occlusion_map`` works on tensors and writes nothing.
+``deconvnet.tasks.occlusion.files.occlusion`` goes from an image file to a figure
+(drawn by ``deconvnet.tasks.occlusion.figure``).
 
 >>> from deconvnet.models import load
 >>> loaded = load("vgg16-hed")                                                 # doctest: +SKIP
@@ -19,10 +21,8 @@ Box(top=..., left=..., height=48, width=48)
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,15 +31,12 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..dataset.images import open_image
-from ..engine import Unit
-from ..engine.features import FeatureExtractor
-from ..engine.receptive import Box
-from ..engine.validate import check_channel
-from ..errors import DeconvError
-from ..fileio import check_writable_dir, save_figure_atomic
-from ..models import DEFAULT_MODEL, LoadedModel, class_index, load
-from ..models.transforms import ImageTransform
+from ...engine import Unit
+from ...engine.features import FeatureExtractor
+from ...engine.receptive import Box
+from ...engine.validate import check_channel, check_integer
+from ...errors import DeconvError
+from ...models.transforms import ImageTransform
 
 DEFAULT_SIZE = 48  # pixels: about a fifth of a 224 input, the scale of an object part
 DEFAULT_STRIDE = 16  # 12 x 12 positions on a 224 input
@@ -195,9 +192,12 @@ def occlusion_map(
     if x.dim() != 4 or x.shape[0] != 1:
         raise DeconvError(f"expected one image of shape (1, C, H, W), received shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    size = _check_length(size, "size", "the occluder's side", min(height, width))
-    stride = _check_length(stride, "stride", "the step between occluder positions", min(height, width))
-    batch_size = _check_length(batch_size, "batch_size", "the occluded images per forward pass", None)
+    shorter = min(height, width)
+    size = check_integer(size, "size", minimum=1, maximum=shorter,
+                         meaning=f"the occluder's side in pixels, at most the input's shorter side {shorter}")
+    stride = check_integer(stride, "stride", minimum=1, maximum=shorter,
+                           meaning="the step in pixels between occluder positions")
+    batch_size = check_integer(batch_size, "batch_size", minimum=1, meaning="occluded images per forward pass")
     patch = _fill_patch(fill, x)
     measure = _check_measure(measure, layer, channel, target_class)
     grid = OcclusionGrid.over((height, width), size, stride)
@@ -272,9 +272,7 @@ def _class_reader(dn: FeatureExtractor, x: Tensor, layer: str | None, target_cla
             f"--layer and --channel instead"
         )
     count = logits.shape[1]
-    if isinstance(target_class, bool) or not isinstance(target_class, (int, np.integer)):
-        raise DeconvError(f"expected an integer class index, received {target_class!r}")
-    target_class = int(target_class)
+    target_class = check_integer(target_class, "the class index")
     if not 0 <= target_class < count:
         raise DeconvError(f"class {target_class} is out of range: the model scores {count} classes (0..{count - 1})")
     return _Reader(dn, name, lambda a: a.double().softmax(1)[:, target_class])
@@ -289,18 +287,6 @@ def _output_layer(dn: FeatureExtractor) -> str:
         raise DeconvError("the model does not return one tensor computed by a layer, so it has no class "
                           "scores to read; pass the layer of the class scores explicitly (layer=...)")
     return layer.name
-
-
-def _check_length(value, name: str, meaning: str, limit: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DeconvError(f"{name} ({meaning}) must be an integer, received {value!r}")
-    value = int(value)
-    if value < 1:
-        raise DeconvError(f"{name} ({meaning}) must be at least 1 pixel, received {value}")
-    if limit is not None and value > limit:
-        raise DeconvError(f"{name} ({meaning}) is {value} pixels but the model input is only {limit} pixels "
-                          f"on its shorter side: choose a {name} between 1 and {limit}")
-    return value
 
 
 def _check_measure(measure: str | None, layer: str | None, channel: int | None, target_class) -> str:
@@ -334,72 +320,14 @@ def _fill_patch(fill: Tensor | float, x: Tensor) -> Tensor:
     return value.view(channels, 1, 1)
 
 
-# -------------------------------------------------------------------- figure
-
-
-@dataclass
-class Occlusion:
-    """What ``occlusion`` did: the figure written, the model and the map."""
-
-    output: Path
-    model: str
-    result: OcclusionResult
-    class_name: str | None  # the class's name, when mapping a class probability of a named class
-
-
-def occlusion(
-    image: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    layer: str | None = None,
-    channel: int | None = None,
-    target_class: int | str | None = None,
-    measure: str | None = None,
-    model: str | LoadedModel = DEFAULT_MODEL,
-    weights: str | os.PathLike | None = None,
-    size: int = DEFAULT_SIZE,
-    stride: int = DEFAULT_STRIDE,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-) -> Occlusion:
-    """Occlude ``image`` with a mid-grey square everywhere and save the sensitivity figure.
-
-    The figure shows the input with the most-affected occluder position outlined, the
-    image as the model saw it with that occluder, and how much each position lowers the
-    measured value, spread over the image as a heat map.
-
-    >>> occlusion("assets/cat.jpg", "cat_occ.png", layer="conv5_3", channel=155)  # doctest: +SKIP
-    """
-    output = Path(output)
-    check_writable_dir(output.parent)  # fail before the work, not after it
-    loaded = load(model, weights=weights) if isinstance(model, str) else model
-    class_name = None
-    if target_class is not None:
-        if isinstance(target_class, str):
-            described = loaded.name if loaded.weights in ("shipped",) or loaded.weights.startswith("torchvision:") \
-                else f"{loaded.name} with weights {loaded.weights}"
-            target_class = class_index(target_class, loaded.categories, described)
-        if loaded.categories and 0 <= target_class < len(loaded.categories):
-            class_name = loaded.categories[target_class]
-    x = loaded.transform(open_image(image))[None]
-    with FeatureExtractor(loaded.model) as dn:
-        result = occlusion_map(dn, x, fill=mid_grey(loaded.transform), layer=layer, channel=channel,
-                               target_class=target_class, measure=measure, size=size, stride=stride,
-                               batch_size=batch_size, progress=progress)
-        layer_label = _layer_label(dn, result.layer)
-    picture = loaded.transform.to_uint8(x[0])
-    figure = occlusion_figure(picture, result, loaded.transform.to_uint8(_occluded(x, result, loaded.transform)[0]),
-                              title=f"{loaded.name}: {describe(result, layer_label, class_name)}")
-    save_figure_atomic(output, figure)
-    return Occlusion(output, loaded.name, result, class_name)
-
-
-def _layer_label(dn: FeatureExtractor, name: str) -> str:
+def layer_label(dn: FeatureExtractor, name: str) -> str:
+    """A layer's name with its alias, for a title: 'features.28 (conv5_3)'."""
     alias = dn.layer(name).alias
     return f"{name} ({alias})" if alias else name
 
 
-def _occluded(x: Tensor, result: OcclusionResult, transform: ImageTransform) -> Tensor:
+def occluded_input(x: Tensor, result: OcclusionResult, transform: ImageTransform) -> Tensor:
+    """``x`` (1, C, H, W) with the mid-grey occluder at its most-affected position."""
     top, left, height, width = result.most_affected
     occluded = x.clone()
     occluded[0, :, top : top + height, left : left + width] = mid_grey(transform).view(-1, 1, 1)
@@ -416,43 +344,3 @@ def describe(result: OcclusionResult, layer: str | None = None, class_name: str 
     where = f" at (y={unit.position[0]}, x={unit.position[1]})" if unit.position else ""
     what = "total activation of" if result.measure == "total" else "activation of"
     return f"{what} {layer or result.layer} channel {unit.channel}" + (where if result.measure == "unit" else "")
-
-
-def occlusion_figure(image: np.ndarray, result: OcclusionResult, occluded: np.ndarray, *, title: str):
-    """Three panels: the input with the most-affected region, the image with that occluder,
-    and the drop in the measured value for each occluder position, over the image."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import TwoSlopeNorm
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    drop = result.drop.numpy()
-    spread = result.grid.upsample(drop)
-    limit = float(np.abs(drop).max()) or 1.0
-    figure = Figure(figsize=(11.0, 4.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 3)
-    top, left, height, width = result.most_affected
-    value, baseline = result.most_affected_value, result.baseline
-    grey = image.mean(axis=2)
-    panels = (
-        (image, "input; red: most-affected region"),
-        (occluded, f"occluded there: {value:.4g} (drop {baseline - value:.4g})"),
-        (grey, f"drop, square centred here (baseline {baseline:.4g})"),
-    )
-    for ax, (picture, panel_title) in zip(axes, panels):
-        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(panel_title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    heat = axes[2].imshow(spread, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit), alpha=0.65,
-                          interpolation="nearest")
-    colour_bar = figure.colorbar(heat, ax=axes[2], shrink=0.85)
-    colour_bar.set_label("baseline - value (red: occluding here lowers it)", fontsize=8)
-    for ax in (axes[0], axes[2]):
-        # imshow centres pixel (r, c) at (c, r), so pixel edges sit at +-0.5.
-        ax.add_patch(Rectangle((left - 0.5, top - 0.5), width, height, fill=False, edgecolor="red", linewidth=1.8))
-    rows, cols = result.grid.shape
-    figure.suptitle(f"{title}\n{result.grid.size}x{result.grid.size} grey occluder, stride {result.grid.stride}, "
-                    f"{rows}x{cols} positions", fontsize=11)
-    return figure

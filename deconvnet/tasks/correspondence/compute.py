@@ -15,34 +15,28 @@ within float32 rounding of the layer's largest value count as 0 (``TOLERANCE``).
 The control: boxes of the same sizes as the parts, at random positions (independently per
 image, ``repeats`` times, seeded), pooled into one row.
 
-``correspondence_deltas`` works on model inputs (tensors) and boxes in input pixels;
-``correspondence`` goes from image files and a JSON of part boxes in image pixels to a
-figure and a JSON file. How an image-pixel box reaches the model input: see ``map_box``.
+This module is the arithmetic and writes nothing: ``correspondence_deltas`` works on model
+inputs (tensors) and boxes in input pixels; how an image-pixel box reaches the model input:
+see ``map_box``. ``deconvnet.tasks.correspondence.files.correspondence`` goes from image
+files and a JSON of part boxes in image pixels to a figure (``.figure``) and a JSON file.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..dataset.images import open_image
-from ..engine.features import FeatureExtractor
-from ..engine.receptive import Box
-from ..errors import DeconvError
-from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
-from ..models import DEFAULT_MODEL, LoadedModel, load
-from ..models.transforms import ImageTransform
-from .occlusion import mid_grey
+from ...engine.features import FeatureExtractor
+from ...engine.receptive import Box
+from ...engine.validate import check_integer
+from ...errors import DeconvError
+from ...models.transforms import ImageTransform
 
 DEFAULT_REPEATS = 5
 DEFAULT_SEED = 0
@@ -162,9 +156,8 @@ def correspondence_deltas(
     layers = list(dict.fromkeys(layers))
     if not layers:
         raise DeconvError("expected at least one layer, received none")
-    for name, value in (("repeats", repeats), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "repeats" else 1):
-            raise DeconvError(f"{name} must be an integer >= {0 if name == 'repeats' else 1}, received {value!r}")
+    repeats = check_integer(repeats, "repeats", minimum=0)
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
     parts = list(dict.fromkeys(part for image in boxes for part in image))
     for part in parts:
         having = sum(part in image for image in boxes)
@@ -281,156 +274,9 @@ def map_box(box: Sequence[float], image_size: tuple[int, int], transform: ImageT
     return Box(start_y, start_x, end_y - start_y, end_x - start_x)
 
 
-def read_parts(path: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
-    """The part file: {"image name": {"part": [x0, y0, x1, y1], ...}, ...}, checked for its shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"part file not found: {path} (expected a JSON file "
-                                f'{{"dog1.jpg": {{"left eye": [x0, y0, x1, y1], ...}}, ...}})')
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise DeconvError(f"cannot read part file {path}: not valid JSON ({error})") from error
-    example = '{"dog1.jpg": {"left eye": [x0, y0, x1, y1]}}'
-    if not isinstance(data, dict) or not data:
-        raise DeconvError(f"part file {path} must map image names to their parts, e.g. {example}")
-    for image, parts in data.items():
-        if not isinstance(parts, dict) or not parts:
-            raise DeconvError(f"in {path}, image {image!r} must map part names to boxes, e.g. {example}")
-        for part, box in parts.items():
-            if (not isinstance(box, list) or len(box) != 4
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-                raise DeconvError(f"in {path}, box {part!r} of {image!r} must be four numbers [x0, y0, x1, y1] "
-                                  f"in image pixels, received {box!r}")
-    return data
-
-
-@dataclass
-class Correspondence:
-    """What ``correspondence`` did: the files written, the model and the numbers."""
-
-    figure: Path
-    results: Path
-    model: str
-    images: list[str]
-    result: CorrespondenceResult
-
-
-def correspondence(
-    parts: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    layers: Sequence[str],
-    images: str | os.PathLike | None = None,
-    model: str | LoadedModel = DEFAULT_MODEL,
-    weights: str | os.PathLike | None = None,
-    repeats: int = DEFAULT_REPEATS,
-    seed: int = DEFAULT_SEED,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-) -> Correspondence:
-    """Table 1 for the images and part boxes of the JSON file ``parts``; writes
-    ``out_dir/correspondence.json`` and ``out_dir/correspondence.png``.
-
-    Image names in ``parts`` are paths relative to ``images`` (default: the part file's
-    folder). Boxes are [x0, y0, x1, y1] in the image's own pixels (x1, y1 exclusive), mapped
-    into the model input as ``map_box`` describes; the occluder is mid-grey, as in ``deconv
-    occlusion``.
-
-    >>> correspondence("dogs.json", "out", layers=["conv5_3"], images="photos/")   # doctest: +SKIP
-    """
-    out = Path(out_dir)
-    spec = read_parts(parts)
-    root = Path(images) if images is not None else Path(parts).parent
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    missing = [name for name in spec if not (root / name).is_file()]
-    if missing:
-        present = sorted(p.name for p in root.iterdir() if p.is_file())[:5]
-        raise DeconvError(f"{len(missing)} image(s) named in {parts} are not in {root}: "
-                          f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''} "
-                          f"(names are relative to the image folder; it holds e.g. {', '.join(present) or 'nothing'})")
-    if len(spec) < 2:
-        raise DeconvError(f"correspondence compares images in pairs: {parts} names {len(spec)} image; "
-                          f"give at least two")
-    names = list(spec)
-    photos = [open_image(root / name) for name in names]
-    for name, photo in zip(names, photos):  # before loading the model: mistakes fail fast
-        width, height = photo.size
-        for part, (x0, y0, x1, y1) in spec[name].items():
-            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise DeconvError(f"box {part!r} of {name!r}, {spec[name][part]}, is outside the image "
-                                  f"({width}x{height} pixels) or empty: expected 0 <= x0 < x1 <= {width} "
-                                  f"and 0 <= y0 < y1 <= {height}")
-    loaded = model if isinstance(model, LoadedModel) else load(model, weights=weights)
-    boxes = []
-    for name, photo in zip(names, photos):
-        mapped = {}
-        for part, box in spec[name].items():
-            try:
-                mapped[part] = map_box(box, photo.size, loaded.transform)
-            except DeconvError as error:
-                raise DeconvError(f"part {part!r} of {name!r}: {error}") from None
-        boxes.append(mapped)
-    pictures = [loaded.transform(photo) for photo in photos]
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    check_writable_dir(existing)  # before the work; the folder itself is made once the work is done
-    inputs = torch.stack(pictures)  # (N, 3, H, W)
-    with FeatureExtractor(loaded.model) as dn:
-        result = correspondence_deltas(dn, inputs, boxes, fill=mid_grey(loaded.transform), layers=layers,
-                                       repeats=repeats, seed=seed, batch_size=batch_size, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    results = write_json_atomic(out / "correspondence.json", {
-        "model": loaded.name, "weights_sha256": loaded.weights_sha256, "transform": loaded.transform.describe(),
-        "images": names, "boxes": {n: {p: list(b) for p, b in bx.items()} for n, bx in zip(names, boxes)},
-        "seconds": result.seconds, **result.as_dict()})
-    figure = correspondence_figure([loaded.transform.to_uint8(x) for x in inputs], names, boxes, result,
-                                   title=f"{loaded.name}: part correspondence (Zeiler & Fergus Table 1)")
-    figure_path = save_figure_atomic(out / "correspondence.png", figure)
-    return Correspondence(figure_path, results, loaded.name, names, result)
-
-
 def format_table(result: CorrespondenceResult) -> str:
     """The table as text: one row per part and the random control, one column per layer (mean ± spread)."""
     header = ["part", *result.layers]
     rows = [[label, *(str(cell) for cell in cells)] for label, cells in result.rows()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
-
-
-def correspondence_figure(pictures: Sequence[np.ndarray], names: Sequence[str], boxes: Sequence[Mapping[str, Box]],
-                          result: CorrespondenceResult, *, title: str, max_images: int = 8):
-    """The paper's Fig. 8 and Table 1: the images as the model sees them with their part boxes, then the table."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    shown = min(len(pictures), max_images)
-    colours = {part: f"C{k % 10}" for k, part in enumerate(result.parts)}
-    rows = len(result.parts) + 1
-    figure = Figure(figsize=(max(2.2 * shown, 7.0), 2.9 + 0.25 * (rows + 1)), layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(2, shown, height_ratios=[2.2, 0.25 * (rows + 1)])
-    for k in range(shown):
-        ax = figure.add_subplot(grid[0, k])
-        ax.imshow(pictures[k], interpolation="nearest")
-        for part, (top, left, h, w) in boxes[k].items():
-            ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=colours[part], linewidth=1.6))
-        ax.set_title(Path(names[k]).stem[:22], fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    table_ax = figure.add_subplot(grid[1, :])
-    table_ax.axis("off")
-    cells = [[str(cell) for cell in row] for _, row in result.rows()]
-    labels = [label for label, _ in result.rows()]
-    table = table_ax.table(cellText=cells, rowLabels=labels, colLabels=list(result.layers), cellLoc="center",
-                           bbox=(0.08, 0.0, 0.92, 1.0))  # type: ignore[arg-type]
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    for row, label in enumerate(labels, start=1):
-        table[row, -1].get_text().set_color(colours.get(label, "black"))
-    figure.suptitle(f"{title}\nDelta = mean Hamming distance of sign(eps) over image pairs (lower: more consistent); "
-                    f"random: {result.repeats} seeded boxes of each part's size", fontsize=9)
-    return figure

@@ -4,44 +4,41 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _add_model_options, _mode, report_skipped
+from . import grammar
 
-
-def _modes(text: str) -> list[str]:
-    return [_mode(part.strip()) for part in text.split(",") if part.strip()]
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
+HELP = "a static site of every unit of the chosen layers over images"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("microscope", help="a static site of every unit of the chosen layers over images")
+    parser = commands.add_parser("microscope", description=HELP)
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
-    parser.add_argument("-o", "--output", required=True, help="site folder (created; an existing site is extended)")
-    parser.add_argument("--layers", default="all",
-                        help="all (every conv and fully connected layer, default) or names/aliases: conv4_3,fc7")
-    parser.add_argument("--modes", type=_modes, default=["deconvnet"],
-                        help="projection rules, comma-separated: deconvnet (default), guided, backprop")
+    grammar.add_output_option(parser, folder=True, required=True, help="an existing site is extended")
+    grammar.add_layer_option(parser, many=True, default="all",
+                             help="all (every conv and fully connected layer, default) or names/aliases, "
+                                  "comma-separated or repeated: conv4_3,fc7")
+    grammar.add_channel_option(parser, default="all",
+                               help=f"{grammar.CHANNEL_FORMS} (default all): a first site of a few units in "
+                                    "minutes, extended later")
+    grammar.add_mode_option(parser, many=True, default=["deconvnet"],
+                            help="projection rules, comma-separated: deconvnet (default), guided, backprop")
     parser.add_argument("--k", type=int, default=9, help="images per unit (default 9)")
     parser.add_argument("--labels", help="TSV file of file<TAB>label (default: the images' sub-folder names)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass of the scan (default 8)")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (default 2)")
-    parser.add_argument("--limit", type=int, help="use only the first N images")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    grammar.add_dataset_options(parser, batch_size=8, workers=2)
     parser.add_argument("--restart", action="store_true", help="discard the site's results and build it again")
-    _add_model_options(parser)
+    grammar.add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.microscope import microscope
 
-    layers = "all" if args.layers.strip() == "all" else [n.strip() for n in args.layers.split(",") if n.strip()]
-    summary = microscope(args.images, args.output, layers=layers, modes=args.modes, k=args.k, labels=args.labels,
-                         model=args.model, weights=args.weights, batch_size=args.batch_size, workers=args.workers,
-                         limit=args.limit, device=args.device, restart=args.restart)
-    print(f"{_count(len(summary.layers), 'layer')} over {_count(summary.images, 'image')}: scanned "
-          f"{_count(len(summary.scanned), 'layer')}, projected {_count(summary.projected, 'unit')}; "
+    layers = "all" if args.layer in ("all", ["all"]) else args.layer
+    # Every channel is the API's default; a spec goes to its channels= as written.
+    channels = {} if args.channel.all else {"channels": args.channel.text}
+    summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
+                         model=args.model, weights=args.weights, restart=args.restart, **channels,
+                         **grammar.dataset_keywords(microscope, args, "microscope"))
+    print(f"{grammar.count(len(summary.layers), 'layer')} over {grammar.count(summary.images, 'image')}: scanned "
+          f"{grammar.count(len(summary.scanned), 'layer')}, projected {grammar.count(summary.projected, 'unit')}; "
           f"open {summary.site / 'index.html'}")
-    report_skipped(summary.skipped)
+    grammar.report_skipped(summary.skipped)
     return 0

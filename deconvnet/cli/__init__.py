@@ -87,7 +87,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DeconvError, OSError) as error:
         print(f"deconv: error: {error}", file=sys.stderr)
         return exit_status(error)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,10 @@
-"""``deconv correspondence``: how consistently a layer reacts when the same part is hidden (Fig. 8, Table 1)."""
+"""``deconv correspondence``: how consistently a layer reacts when the same part is hidden (Fig. 8, Table 1).
+
+Occlude each named part (grey) in every image and measure, per layer, how alike the sign patterns of
+the feature changes are across images: Delta, the mean Hamming distance over image pairs (lower:
+more consistent). Boxes of the same sizes at random positions give the control row. Writes
+OUT/correspondence.json and OUT/correspondence.png.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,7 @@ HELP = "part correspondence: Delta per part and layer, with a random control (Ta
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "correspondence",
-        description="Occlude each named part (grey) in every image and measure, per layer, how alike the sign "
-                    "patterns of the feature changes are across images: Delta, the mean Hamming distance over "
-                    "image pairs (lower: more consistent). Boxes of the same sizes at random positions give the "
-                    "control row. Writes OUT/correspondence.json and OUT/correspondence.png.")
+    parser = grammar.add_command(commands, "correspondence", HELP, grammar.details(__doc__))
     parser.add_argument("parts", help='JSON file: {"dog1.jpg": {"left eye": [x0, y0, x1, y1], ...}, ...} in image '
                                       "pixels (x1, y1 exclusive)")
     parser.add_argument("--images", help="folder the image names are relative to (default: the part file's folder)")

@@ -1,4 +1,10 @@
-"""``deconv evolution``: each channel's strongest activation across training checkpoints (Fig. 4)."""
+"""``deconv evolution``: each channel's strongest activation across training checkpoints (Fig. 4).
+
+For each checkpoint (in training order) and each chosen channel of a layer: the channel's strongest
+activation over the images, projected to pixels and cropped to its receptive field. Rows are
+channels, columns checkpoints; a red frame marks a cell whose winning image changed. Writes
+OUT/evolution.json and OUT/evolution.png; each checkpoint's scan resumes after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,7 @@ HELP = "how features evolve over training: the strongest activation per checkpoi
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "evolution",
-        description="For each checkpoint (in training order) and each chosen channel of a layer: the channel's "
-                    "strongest activation over the images, projected to pixels and cropped to its receptive field. "
-                    "Rows are channels, columns checkpoints; a red frame marks a cell whose winning image changed. "
-                    "Writes OUT/evolution.json and OUT/evolution.png; each checkpoint's scan resumes after Ctrl-C.")
+    parser = grammar.add_command(commands, "evolution", HELP, grammar.details(__doc__))
     parser.add_argument("checkpoints", help="a folder of checkpoints (.safetensors or .pt state dicts, sorted "
                                             "naturally by name) or a text file listing them in training order")
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")

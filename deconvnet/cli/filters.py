@@ -1,4 +1,9 @@
-"""``deconv filters``: the first layer's filters, their spectra and aliasing (the paper's Fig. 6)."""
+"""``deconv filters``: the first layer's filters, their spectra and aliasing (the paper's Fig. 6).
+
+Draw a convolution's filters and measure, per filter, its energy in low/mid/high spatial frequencies
+and the share above the Nyquist frequency of the layer's stride (aliasing). Writes the figure, a
+JSON of all numbers and a CSV of the mean radial spectrum.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,7 @@ HELP = "first-layer filters, their spatial frequencies and aliasing at the strid
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "filters",
-        description="Draw a convolution's filters and measure, per filter, its energy in low/mid/high spatial "
-                    "frequencies and the share above the Nyquist frequency of the layer's stride (aliasing). "
-                    "Writes the figure, a JSON of all numbers and a CSV of the mean radial spectrum.")
+    parser = grammar.add_command(commands, "filters", HELP, grammar.details(__doc__))
     parser.add_argument("images", nargs="*",
                         help="optional images (files, folders or list files): also report the filters that "
                              "never activate on them")

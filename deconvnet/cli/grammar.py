@@ -46,6 +46,17 @@ class Parser(argparse.ArgumentParser):
         return parsed, rest
 
 
+def add_command(commands, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+    """A command's sub-parser: ``summary`` is its line in ``deconv --help``, ``details`` follow in its own help."""
+    return commands.add_parser(name, description=f"{summary[0].upper()}{summary[1:]}. {details}".strip())
+
+
+def details(docstring: str | None) -> str:
+    """A command module's docstring after its first paragraph, as the command's description."""
+    _, _, rest = (docstring or "").partition("\n\n")
+    return " ".join(rest.split())
+
+
 # ---------------------------------------------------------------- channels
 
 @dataclass(frozen=True)
@@ -268,7 +279,8 @@ def class_name_or_index(text: str) -> int | str:
 
 def add_model_options(parser: argparse.ArgumentParser, *, weights: str = "") -> None:
     """``--model`` and ``--weights``, the same in every command (the API checks the name and the file)."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see deconv models)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model name (default {DEFAULT_MODEL}; see deconv models)")
     parser.add_argument("--weights", help=weights or "a local state dict (.safetensors or .pt), or 'random'")
 
 

@@ -1,5 +1,11 @@
 """``deconv invariance``: how features and the class probability change under translation, scale and
-rotation (the paper's Fig. 5)."""
+rotation (the paper's Fig. 5).
+
+For each image, shift it vertically, zoom it and rotate it over a grid of parameters, and plot the
+distance between the features of the original and the transformed image at two layers (divided by
+the original's norm) and the probability of the image's class. Writes the figure, a JSON and a CSV
+(one row per image, transformation, parameter and layer).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,7 @@ HELP = "feature distance and class probability under translation, scale, rotatio
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "invariance",
-        description="For each image, shift it vertically, zoom it and rotate it over a grid of parameters, and "
-                    "plot the distance between the features of the original and the transformed image at two "
-                    "layers (divided by the original's norm) and the probability of the image's class. Writes "
-                    "the figure, a JSON and a CSV (one row per image, transformation, parameter and layer).")
+    parser = grammar.add_command(commands, "invariance", HELP, grammar.details(__doc__))
     parser.add_argument("images", nargs="+",
                         help="image files, folders, or a list file (.txt/.tsv: a path per line, optionally TAB and "
                              "the image's class name or index)")

@@ -10,7 +10,7 @@ HELP = "list a model's layers with shapes and receptive fields"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("layers", description=HELP)
+    parser = grammar.add_command(commands, "layers", HELP)
     parser.add_argument("--size", type=grammar.whole_number(1, "--size"),
                         help="input side in pixels (default: the model's)")
     grammar.add_model_options(parser)

@@ -10,7 +10,7 @@ HELP = "a static site of every unit of the chosen layers over images"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("microscope", description=HELP)
+    parser = grammar.add_command(commands, "microscope", HELP)
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
     grammar.add_output_option(parser, folder=True, required=True, help="an existing site is extended")
     grammar.add_layer_option(parser, many=True, default="all",

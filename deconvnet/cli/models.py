@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from . import grammar
+
 HELP = "list the known models"
 
 
 def add_parser(commands) -> None:
-    commands.add_parser("models", description=HELP)
+    grammar.add_command(commands, "models", HELP)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ OCCLUSION_SIZE, OCCLUSION_STRIDE, OCCLUSION_BATCH_SIZE = 48, 16, 16
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("occlusion", description=HELP)
+    parser = grammar.add_command(commands, "occlusion", HELP)
     parser.add_argument("image", help="an image file")
     grammar.add_layer_option(parser, many=False, help="layer of the unit to watch (see deconv layers)")
     grammar.add_channel_option(parser, many=False, names=False, top=False, all=False,

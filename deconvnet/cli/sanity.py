@@ -10,7 +10,7 @@ HELP = "sanity checks: maps under weight randomization, other units and other cl
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("sanity", description=HELP)
+    parser = grammar.add_command(commands, "sanity", HELP)
     parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or text files of paths")
     grammar.add_output_option(parser, folder=True, required=True, help="figures and sanity.json")
     grammar.add_layer_option(parser, many=False, required=True,

@@ -10,7 +10,7 @@ HELP = "the 9 images that activate each channel most, projected (Fig. 2)"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("top9", description=HELP)
+    parser = grammar.add_command(commands, "top9", HELP)
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
     grammar.add_output_option(parser, folder=True, required=True)
     grammar.add_layer_option(parser, many=True, required=True)

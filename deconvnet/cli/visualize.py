@@ -11,7 +11,7 @@ HELP = "project units of a layer back to pixels, as a figure (both rules; the st
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("visualize", description=HELP)
+    parser = grammar.add_command(commands, "visualize", HELP)
     parser.add_argument("image", help="an image file")
     grammar.add_layer_option(parser, many=False, required=True)
     grammar.add_channel_option(parser, all=False,

@@ -335,3 +335,12 @@ def test_the_channel_spec_reaches_the_dataset_apis_as_written(monkeypatch, capsy
     main(["microscope", *REQUIRED["microscope"], "--channels", "top8"])
     main(["microscope", *REQUIRED["microscope"]])
     assert [call["channels"] for call in top9_calls + site_calls] == ["0-15,40", "top8", None]  # None: all
+
+
+def test_the_readme_command_lines_parse():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.split(" #")[0].split() for line in readme.splitlines() if line.startswith("deconv ")]
+    assert len(lines) >= 15
+    for words in lines:
+        args = build_parser().parse_args(words[1:])
+        assert args.command == words[1]

@@ -207,7 +207,7 @@ BATCHED = [*DATASET, "occlusion", "filters", "correspondence"]
 def test_batch_size(command, capsys):
     assert parse(command, "--batch-size", "3").batch_size == 3
     for bad in ("0", "-1", "x", "1.5"):
-        assert f"--batch-size must be a whole number >= 1, received '{bad}'" in refused(
+        assert f"--batch-size must be a whole number of at least 1, received '{bad}'" in refused(
             capsys, command, f"--batch-size={bad}")
 
 
@@ -217,10 +217,10 @@ def test_workers_limit_and_device(command, capsys):
     assert (args.workers, args.limit, args.device) == (0, 5, "cuda:1")
     assert parse(command, "--limit", "all").limit is None
     assert parse(command, "--device", "cuda").device == "cuda" and parse(command).device == "cpu"
-    assert "--workers must be a whole number >= 0, received '-1'" in refused(capsys, command, "--workers=-1")
+    assert "--workers must be a whole number of at least 0, received '-1'" in refused(capsys, command, "--workers=-1")
     for bad in ("0", "x"):
-        assert f"--limit must be a whole number >= 1 or all, received '{bad}'" in refused(capsys, command, "--limit",
-                                                                                         bad)
+        err = refused(capsys, command, "--limit", bad)
+        assert f"--limit must be a whole number of at least 1, or all, received '{bad}'" in err
     assert "unknown device 'gpu': expected 'cpu' or 'cuda' (or 'cuda:N')" in refused(capsys, command, "--device",
                                                                                       "gpu")
 

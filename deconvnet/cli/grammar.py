@@ -228,7 +228,8 @@ def whole_number(minimum: int, option: str) -> Callable[[str], int]:
     """An integer >= ``minimum``, refused in one line naming the option."""
     def parse(text: str) -> int:
         if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"{option} must be a whole number >= {minimum}, received {text!r}")
+            raise argparse.ArgumentTypeError(f"{option} must be a whole number of at least {minimum}, "
+                                             f"received {text!r}")
         return int(text)
 
     parse.__name__ = "number"
@@ -240,7 +241,7 @@ def image_limit(text: str) -> int | None:
     if text.strip().lower() == "all":
         return None
     if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--limit must be a whole number >= 1 or all, received {text!r}")
+        raise argparse.ArgumentTypeError(f"--limit must be a whole number of at least 1, or all, received {text!r}")
     return int(text)
 
 

@@ -63,34 +63,38 @@ _TEMP_NAME_ATTEMPTS = 100
 
 
 def check_writable_dir(path: PathLike) -> Path:
-    """Check that the directory ``path`` exists and new files can be created in it.
+    """Check that files can be written in the directory ``path``: it exists and is writable, or it
+    is missing and can be created (its nearest existing ancestor is a writable directory).
 
-    Call this at start-up with the output directory so that a typo is
-    reported before any expensive computation, not after it.
+    This is the one output policy of the package: a missing folder is never an error, only
+    a path that cannot be created or written is. Nothing is created here: call this at start-up,
+    so that a bad path is reported before any expensive computation, and let the writers below
+    create the missing folders when the first file is written.
 
     Raises:
-        FileNotFoundError: the directory does not exist.
-        NotADirectoryError: ``path`` exists but is a file.
-        PermissionError: the directory is not writable.
+        NotADirectoryError: ``path``, or the ancestor it would be created in, is a file.
+        PermissionError: the directory, or the ancestor it would be created in, is not writable.
 
     Example:
         >>> check_writable_dir(".")
         PosixPath('.')
+        >>> check_writable_dir("new/folder")             # created by the first file written there
+        PosixPath('new/folder')
     """
     directory = Path(path)
-    if not directory.exists():
-        raise FileNotFoundError(
-            f"output directory {str(directory)!r} does not exist; "
-            f"create it first (e.g. mkdir -p {directory}) or choose another one"
-        )
-    if not directory.is_dir():
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    created = "" if existing == directory else f" cannot be created: {str(existing)!r}"
+    if not existing.is_dir():
         raise NotADirectoryError(
-            f"{str(directory)!r} is a file, not a directory; choose a directory for the output"
+            f"output directory {str(directory)!r}{created} is a file, not a directory; "
+            "choose a directory for the output (missing ones are created)"
         )
     # Creating a file needs write permission and search (execute) permission.
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(
-            f"output directory {str(directory)!r} is not writable; "
+            f"output directory {str(directory)!r}{created} is not writable; "
             "fix its permissions or choose another directory"
         )
     return directory
@@ -99,9 +103,9 @@ def check_writable_dir(path: PathLike) -> Path:
 def check_figure_path(path: PathLike) -> Path:
     """Check, before any work, that a matplotlib figure can be saved at ``path``.
 
-    Raises what :func:`check_writable_dir` raises for the parent directory,
-    IsADirectoryError when ``path`` is a directory, and a DeconvError (a
-    ValueError) when matplotlib cannot write its suffix.
+    Raises what :func:`check_writable_dir` raises for the parent directory (a missing one
+    is fine: it is created when the figure is saved), IsADirectoryError when ``path`` is a
+    directory, and a DeconvError (a ValueError) when matplotlib cannot write its suffix.
 
     Example:
         >>> check_figure_path("out.png")
@@ -154,7 +158,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     The temporary file (``.<name>.<random>.tmp`` in the same directory) already
     exists, empty, when the block starts; write it with any library.  If the
     block raises, the temporary file is deleted and an existing ``path`` is
-    left untouched.  The directory is checked before the block runs.  An OS error while
+    left untouched.  The directory is checked before the block runs, and created (with its
+    missing parents) if it does not exist yet.  An OS error while
     writing (disk full, I/O error) is raised as :class:`deconvnet.errors.WriteError`, which
     names the file.
 
@@ -171,6 +176,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             f"{str(destination)!r} is a directory; give a file name such as {str(destination / 'out.png')!r}"
         )
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)  # the policy: missing folders are created
         temporary = _create_temp_file(destination)
     except OSError as error:
         raise _write_failure(destination, error) from error

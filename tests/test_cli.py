@@ -49,3 +49,34 @@ def test_a_class_name_selects_the_output_unit(tmp_path):
                                model=loaded)
     assert done.unit.channel == 1 and done.unit.position is None
     assert (tmp_path / "out.png").exists()
+
+
+TINY = ["--model", "tiny-zfnet", "--weights", "random"]  # builds in milliseconds, no download
+CAT = str(ASSETS / "cat.jpg")
+
+
+def test_every_command_creates_its_missing_output_folders(tmp_path, capsys):
+    """The one output policy: a figure file's or an output folder's missing parents are created."""
+    runs = {
+        "filters": (["filters", *TINY, "-o", "{out}/fig.png"], ["fig.json", "fig.png", "fig_spectrum.csv"]),
+        "occlusion": (["occlusion", CAT, *TINY, "--layer", "conv2", "--channel", "1", "--size", "32", "--stride",
+                       "32", "-o", "{out}/"], ["cat_occlusion_conv2_c1.png"]),
+        "invariance": (["invariance", CAT, *TINY, "--translations", "0,8", "--scales", "1", "--rotations", "0",
+                        "-o", "{out}/inv.png"], ["inv.csv", "inv.json", "inv.png"]),
+        "sanity": (["sanity", CAT, *TINY, "--layer", "conv2", "--channel", "1", "--no-independent", "--mode", "guided",
+                    "-o", "{out}"], ["curves.png", "randomization.png", "sanity.json", "selectivity.png"]),
+    }
+    for name, (argv, written) in runs.items():
+        out = tmp_path / name / "new" / "deeper"
+        assert main([arg.format(out=out) for arg in argv]) == 0, capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == written
+        assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_an_output_that_cannot_be_created_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
+    for argv in (["filters", *TINY], ["sanity", CAT, *TINY, "--layer", "conv2", "--channel", "1"]):
+        assert main([*argv, "-o", str(tmp_path / "plain.txt" / "sub" / "fig.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cannot be created" in err and "plain.txt' is a file" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]

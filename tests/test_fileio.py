@@ -60,14 +60,21 @@ def test_keyboard_interrupt_also_cleans_up(tmp_path):
     assert _names(tmp_path) == []
 
 
-def test_missing_directory_is_reported_before_the_block_runs(tmp_path):
-    missing = tmp_path / "no_such_dir"
+def test_missing_directories_are_created_for_the_file(tmp_path):
+    missing = tmp_path / "no_such_dir" / "deeper"
+    with atomic_path(missing / "a.png") as temporary:
+        temporary.write_bytes(b"png")
+    assert (missing / "a.png").read_bytes() == b"png"
+    assert _names(missing) == ["a.png"]
+
+
+def test_a_directory_that_cannot_be_created_is_reported_before_the_block_runs(tmp_path):
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
     ran = False
-    with pytest.raises(FileNotFoundError, match="no_such_dir"):
-        with atomic_path(missing / "a.png"):
+    with pytest.raises(NotADirectoryError, match=r"'.*sub' cannot be created: '.*plain.txt' is a file"):
+        with atomic_path(tmp_path / "plain.txt" / "sub" / "a.png"):
             ran = True
     assert not ran
-    assert not missing.exists()
 
 
 def test_destination_that_is_a_directory_is_rejected(tmp_path):
@@ -85,9 +92,12 @@ def test_check_writable_dir_accepts_a_writable_directory(tmp_path):
     assert check_writable_dir(str(tmp_path)) == tmp_path
 
 
+def test_check_writable_dir_accepts_a_missing_directory_and_creates_nothing(tmp_path):
+    assert check_writable_dir(tmp_path / "missing" / "deeper") == tmp_path / "missing" / "deeper"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_check_writable_dir_errors_name_the_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.*mkdir"):
-        check_writable_dir(tmp_path / "missing")
     a_file = tmp_path / "plain.txt"
     a_file.write_text("x")
     with pytest.raises(NotADirectoryError, match="plain.txt"):
@@ -99,6 +109,8 @@ def test_unwritable_directory_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(fileio.os, "access", lambda path, mode: False)
     with pytest.raises(PermissionError, match=str(tmp_path.name)):
         check_writable_dir(tmp_path)
+    with pytest.raises(PermissionError, match=r"'.*new' cannot be created: '.*' is not writable"):
+        check_writable_dir(tmp_path / "new")
     with pytest.raises(PermissionError):
         write_text_atomic(tmp_path / "a.txt", "x")
     monkeypatch.undo()

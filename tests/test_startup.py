@@ -31,6 +31,7 @@ def test_help_loads_no_torch_and_lists_the_exit_statuses():
                             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
                             "    main(['--help'])")
     assert "deconvnet.cli" in loaded and not {"torch", "torchvision", "matplotlib"} & loaded
+    assert "deconvnet.cli.top9" in loaded and not {"deconvnet.tasks", "deconvnet.models"} & loaded  # the APIs: on use
     text = cli.build_parser().format_help()
     assert "exit status:" in text and "  1    a file could not be written" in text and "  2    bad input" in text
 

@@ -1,23 +1,26 @@
-"""``deconv filters``: the first layer's filters, their spectra and aliasing (the paper's Fig. 6)."""
+"""``deconv filters``: the first layer's filters, their spectra and aliasing (the paper's Fig. 6).
+
+Draw a convolution's filters and measure, per filter, its energy in low/mid/high spatial frequencies
+and the share above the Nyquist frequency of the layer's stride (aliasing). Writes the figure, a
+JSON of all numbers and a CSV of the mean radial spectrum.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from . import grammar
+
+HELP = "first-layer filters, their spatial frequencies and aliasing at the stride (Fig. 6)"
+
 
 def add_parser(commands) -> None:
-    from ..cli import _add_model_options
-
-    parser = commands.add_parser(
-        "filters", help="first-layer filters, their spatial frequencies and aliasing at the stride (Fig. 6)",
-        description="Draw a convolution's filters and measure, per filter, its energy in low/mid/high spatial "
-                    "frequencies and the share above the Nyquist frequency of the layer's stride (aliasing). "
-                    "Writes the figure, a JSON of all numbers and a CSV of the mean radial spectrum.")
+    parser = grammar.add_command(commands, "filters", HELP, grammar.details(__doc__))
     parser.add_argument("images", nargs="*",
                         help="optional images (files, folders or list files): also report the filters that "
                              "never activate on them")
-    parser.add_argument("--layer", help="a Conv2d layer, name or alias (default: the first convolution)")
+    grammar.add_layer_option(parser, many=False, help="a Conv2d layer, name or alias (default: the first convolution)")
     parser.add_argument("--stride", type=int,
                         help="analyse aliasing at this stride instead of the layer's own")
     parser.add_argument("--sort", choices=("none", "rms", "aliasing", "frequency"), default="none",
@@ -26,14 +29,14 @@ def add_parser(commands) -> None:
     parser.add_argument("--dead-fraction", type=float, default=0.1,
                         help="a filter is dead when its RMS is below this fraction of the median (default 0.1)")
     parser.add_argument("--dft-size", type=int, help="zero-pad the kernels to this side before the DFT (default 64)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    parser.add_argument("-o", "--output", help="figure file (default: filters_<model>_<layer>.png); the JSON and "
-                                               "the spectrum CSV go beside it")
-    _add_model_options(parser)
+    parser.add_argument("--batch-size", type=grammar.whole_number(1, "--batch-size"), default=16,
+                        help="images per forward pass (default 16)")
+    grammar.add_output_option(parser, folder=False, help="default filters_<model>_<layer>.png; the JSON and the "
+                                                         "spectrum CSV go beside it")
+    grammar.add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import _safe
     from ..dataset.images import list_images
     from ..tasks.filters import filters
 
@@ -43,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
         images.extend(list_images(path) if path.is_dir() or path.suffix.lower() in (".txt", ".tsv") else [path])
     if args.images and not images:
         raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
-    output = Path(args.output) if args.output else Path(
-        f"filters_{_safe(args.model)}_{_safe(args.layer or 'first-conv')}.png")
+    output = grammar.figure_output(
+        args.output, f"filters_{grammar.safe_name(args.model)}_{grammar.safe_name(args.layer or 'first-conv')}.png")
     report = filters(output, images, model=args.model, weights=args.weights, layer=args.layer, stride=args.stride,
                      sort=args.sort, dead_fraction=args.dead_fraction, size=args.dft_size, batch_size=args.batch_size)
     s = report.summary

@@ -1,28 +1,31 @@
 """``deconv invariance``: how features and the class probability change under translation, scale and
-rotation (the paper's Fig. 5)."""
+rotation (the paper's Fig. 5).
+
+For each image, shift it vertically, zoom it and rotate it over a grid of parameters, and plot the
+distance between the features of the original and the transformed image at two layers (divided by
+the original's norm) and the probability of the image's class. Writes the figure, a JSON and a CSV
+(one row per image, transformation, parameter and layer).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from . import grammar
+
+HELP = "feature distance and class probability under translation, scale, rotation (Fig. 5)"
+
 
 def add_parser(commands) -> None:
-    from ..cli import _add_model_options
-
-    parser = commands.add_parser(
-        "invariance", help="feature distance and class probability under translation, scale, rotation (Fig. 5)",
-        description="For each image, shift it vertically, zoom it and rotate it over a grid of parameters, and "
-                    "plot the distance between the features of the original and the transformed image at two "
-                    "layers (divided by the original's norm) and the probability of the image's class. Writes "
-                    "the figure, a JSON and a CSV (one row per image, transformation, parameter and layer).")
+    parser = grammar.add_command(commands, "invariance", HELP, grammar.details(__doc__))
     parser.add_argument("images", nargs="+",
                         help="image files, folders, or a list file (.txt/.tsv: a path per line, optionally TAB and "
                              "the image's class name or index)")
-    parser.add_argument("--layer", action="append",
-                        help="layer to compare (repeat for several, one figure column each; default: an early and "
-                             "a late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")
-    parser.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX",
+    grammar.add_layer_option(parser, many=True,
+                             help="layers to compare, comma-separated or repeated, one figure column each (default: "
+                                  "an early and a late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")
+    parser.add_argument("--class", dest="target_class", metavar="NAME_OR_INDEX", type=grammar.class_name_or_index,
                         help="class whose probability to plot, for images without a class in the list file "
                              "(default: the class the model predicts for the original)")
     parser.add_argument("--translations", default="-60:60:5",
@@ -32,9 +35,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--scales", default="1:1.8:0.1", help="zoom factors about the centre (default 1:1.8:0.1)")
     parser.add_argument("--rotations", default="0:350:10",
                         help="counter-clockwise angles in degrees (default 0:350:10)")
-    parser.add_argument("-o", "--output", default="invariance.png",
-                        help="figure file (default invariance.png); the JSON and CSV go beside it")
-    _add_model_options(parser)
+    grammar.add_output_option(parser, folder=False, help="default invariance.png; the JSON and CSV go beside it")
+    grammar.add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
     grids = {"translation": parse_grid(args.translations), "scale": parse_grid(args.scales),
              "rotation": parse_grid(args.rotations)}
-    report = invariance(entries, args.output, model=args.model, weights=args.weights, layers=args.layer,
+    output = grammar.figure_output(args.output, "invariance.png")
+    report = invariance(entries, output, model=args.model, weights=args.weights, layers=args.layer,
                         target_class=args.target_class, grids=grids)
     curves = report.curves
     print(f"{report.model}: {len(curves)} image(s) x {sum(len(v) for v in grids.values()) + 1} inputs each, "

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import _add_model_options, _class, _mode
+from . import grammar
 
-
-def _modes(text: str) -> list[str]:
-    modes = [part.strip() for part in text.split(",") if part.strip()]
-    if not modes:
-        raise argparse.ArgumentTypeError("expected one or more modes, e.g. deconvnet,guided,backprop")
-    return [_mode(mode) for mode in modes]
+HELP = "sanity checks: maps under weight randomization, other units and other classes"
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "sanity", help="sanity checks: maps under weight randomization, other units and other classes")
+    parser = grammar.add_command(commands, "sanity", HELP)
     parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or text files of paths")
-    parser.add_argument("-o", "--output", required=True, help="output folder (figures and sanity.json)")
-    parser.add_argument("--layer", required=True, help="layer of the target (see deconv layers); logits for a class")
-    parser.add_argument("--channel", required=True, type=_class,
-                        help="channel (its strongest unit on each image), a class name or index at logits, "
-                             "or top1 (each image's top-1 class)")
-    parser.add_argument("--modes", type=_modes, default=["deconvnet", "guided", "backprop"],
-                        help="comma-separated modes (default deconvnet,guided,backprop)")
+    grammar.add_output_option(parser, folder=True, required=True, help="figures and sanity.json")
+    grammar.add_layer_option(parser, many=False, required=True,
+                             help="layer of the target (see deconv layers); logits for a class")
+    grammar.add_channel_option(parser, required=True, many=False, top=1, all=False,
+                               help="channel (its strongest unit on each image), a class name or index at logits, "
+                                    "or top1 (each image's top-1 class)")
+    grammar.add_mode_option(parser, many=True, default=list(grammar.MODES),
+                            help="comma-separated modes (default deconvnet,guided,backprop)")
     parser.add_argument("--steps", choices=("auto", "layer", "block"), default="auto",
                         help="randomize one layer per step, or one residual block/stage per step; auto (default): "
                              "layers up to 30 steps, blocks beyond")
@@ -32,17 +27,17 @@ def add_parser(commands) -> None:
                         help="skip the independent randomization (one step at a time): half the work")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the re-initializations and random picks (default 0)")
-    parser.add_argument("--limit", type=int, default=16, help="use the first N images (default 16; 0: all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per projection (default 8)")
-    _add_model_options(parser)
+    grammar.add_dataset_options(parser, batch_size=8, workers=0, limit=16)
+    grammar.add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tasks.sanity.files import sanity
 
-    report = sanity(args.images, args.output, layer=args.layer, channel=args.channel, model=args.model,
-                    weights=args.weights, modes=args.modes, grouping=args.steps, seed=args.seed,
-                    limit=args.limit or None, batch_size=args.batch_size, independently=args.independently)
+    channel = "top1" if args.channel.top else args.channel.single
+    report = sanity(args.images, args.output, layer=args.layer, channel=channel, model=args.model,
+                    weights=args.weights, modes=args.mode, grouping=args.steps, seed=args.seed,
+                    independently=args.independently, **grammar.dataset_keywords(sanity, args, "sanity"))
     result = report.result
     print(f"{result.model} {result.layer}{f' ({result.alias})' if result.alias else ''}: {len(result.images)} images, "
           f"{len(result.steps)} randomization steps ({result.grouping}), {result.seconds:.0f}s")

@@ -1,0 +1,44 @@
+"""``deconv microscope``: build a browsable static site of every unit of a model's layers."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import grammar
+
+HELP = "a static site of every unit of the chosen layers over images"
+
+
+def add_parser(commands) -> None:
+    parser = grammar.add_command(commands, "microscope", HELP)
+    parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
+    grammar.add_output_option(parser, folder=True, required=True, help="an existing site is extended")
+    grammar.add_layer_option(parser, many=True, default="all",
+                             help="all (every conv and fully connected layer, default) or names/aliases, "
+                                  "comma-separated or repeated: conv4_3,fc7")
+    grammar.add_channel_option(parser, default="all",
+                               help=f"{grammar.CHANNEL_FORMS} (default all): a first site of a few units in "
+                                    "minutes, extended later")
+    grammar.add_mode_option(parser, many=True, default=["deconvnet"],
+                            help="projection rules, comma-separated: deconvnet (default), guided, backprop")
+    parser.add_argument("--k", type=int, default=9, help="images per unit (default 9)")
+    parser.add_argument("--labels", help="TSV file of file<TAB>label (default: the images' sub-folder names)")
+    grammar.add_dataset_options(parser, batch_size=8, workers=2)
+    parser.add_argument("--restart", action="store_true", help="discard the site's results and build it again")
+    grammar.add_model_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..tasks.microscope import microscope
+
+    layers = "all" if args.layer in ("all", ["all"]) else args.layer
+    # Every channel is the API's default; a spec goes to its channels= as written.
+    channels = {} if args.channel.all else {"channels": args.channel.text}
+    summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
+                         model=args.model, weights=args.weights, restart=args.restart, **channels,
+                         **grammar.dataset_keywords(microscope, args, "microscope"))
+    print(f"{grammar.count(len(summary.layers), 'layer')} over {grammar.count(summary.images, 'image')}: scanned "
+          f"{grammar.count(len(summary.scanned), 'layer')}, projected {grammar.count(summary.projected, 'unit')}; "
+          f"open {summary.site / 'index.html'}")
+    grammar.report_skipped(summary.skipped)
+    return 0

@@ -96,17 +96,14 @@ def timm_transform(config: Mapping[str, Any], name: str = "the model") -> ImageT
                           f"{', '.join(INTERPOLATIONS)}")
     crop_pct = config.get("crop_pct") or DEFAULT_CROP_PCT
     scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))  # timm's rounding
-    crop: int | tuple[int, int] = height if height == width else (height, width)
-    resize: int | tuple[int, int]
-    if mode == "squash":
-        resize = scaled
-    elif mode == "center" and scaled[0] == scaled[1]:
-        resize = scaled[0]  # the shorter side, as torchvision's Resize(int)
-    else:
+    if height != width or mode not in ("center", "squash"):
         raise DeconvError(f"{name}'s data config crops with crop_mode {mode!r} at input size {height}x{width}, "
-                          f"which deconvnet does not reproduce (it does 'center' at a square size and 'squash')")
-    return ImageTransform(resize=resize, crop=crop, mean=mean, std=std,  # type: ignore[arg-type]
-                          interpolation=interpolation)
+                          f"which deconvnet does not reproduce (it does 'center' and 'squash' at a square size)")
+    if mode == "squash":
+        return ImageTransform(resize=None, resize_to=scaled, crop=height, mean=mean, std=std,  # type: ignore[arg-type]
+                              interpolation=interpolation)
+    return ImageTransform(resize=scaled[0], crop=height, mean=mean, std=std,  # type: ignore[arg-type]
+                          interpolation=interpolation)  # resize: the shorter side, as torchvision's Resize(int)
 
 
 def imagenet_names(timm: Any, model: Any) -> list[str] | None:

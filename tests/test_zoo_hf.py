@@ -7,7 +7,6 @@ Every model is a tiny random configuration saved with save_pretrained to a tempo
 
 from __future__ import annotations
 
-import builtins
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import deconvnet
 from deconvnet import cli
 from deconvnet.models import class_index
 from test_families import check_layers
-from test_zoo_timm import varied_norms
+from test_zoo_timm import one_line_error, varied_norms
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,7 +39,7 @@ ARCHITECTURES = {
                      "mobilenet_v2.conv_stem.first_conv.convolution", {"depth_multiplier": 0.35, "image_size": 64}),
     "efficientnet": ("EfficientNetConfig", "EfficientNetForImageClassification", "efficientnet.encoder.blocks.6",
                      "efficientnet.embeddings.convolution",
-                     {"width_coefficient": 0.25, "depth_coefficient": 0.2, "image_size": 64, "hidden_dim": 64}),
+                     {"width_coefficient": 0.25, "depth_coefficient": 0.2, "image_size": 64, "hidden_dim": 320}),
 }
 
 
@@ -81,7 +80,8 @@ def test_a_model_output_names_its_logits_and_its_other_tensors_by_field(tmp_path
     with deconvnet.Deconvnet(model) as dn:
         scores = dn.activations(x, ["logits"])["logits"]
         assert dn.layer("logits").name == "classifier.1"
-    torch.testing.assert_close(scores, model(x).logits, rtol=0, atol=0)  # the same layer, run the same way
+    # the same layer; activations run channels-last, whose float32 sums may differ in the last bit
+    torch.testing.assert_close(scores, model(x).logits, rtol=1e-5, atol=1e-6)
 
 
 PROCESSORS = {
@@ -148,13 +148,6 @@ def test_every_command_with_model_runs_on_a_saved_folder(tmp_path, capsys):
     assert (tmp_path / "v.png").stat().st_size > 0 and (tmp_path / "o.png").stat().st_size > 0
 
 
-def one_line_error(argv, capsys) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("deconv: error: ") and "Traceback" not in err, err
-    return err
-
-
 def test_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a model")
     assert "has no config.json" in one_line_error(["layers", "--model", f"hf:{tmp_path}"], capsys)
@@ -175,15 +168,3 @@ def test_a_hub_id_without_network_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network, and no retries
     error = one_line_error(["layers", "--model", "hf:deconvnet-tests/no-such-model"], capsys)
     assert "Hugging Face hub" in error and "--model hf:FOLDER" in error
-
-
-def test_a_missing_transformers_says_which_extra_to_install(monkeypatch, tmp_path, capsys):
-    real_import = builtins.__import__
-
-    def without_transformers(name, *args, **kwargs):
-        if name.split(".")[0] == "transformers":
-            raise ImportError("No module named 'transformers'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", without_transformers)
-    assert "pip install 'deconvnet[hf]'" in one_line_error(["layers", "--model", f"hf:{tmp_path}"], capsys)

@@ -7,7 +7,6 @@ model itself under autograd with only the ReLU-like activations' backward replac
 
 from __future__ import annotations
 
-import builtins
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +137,7 @@ def test_models_lists_the_families_with_an_example(capsys):
 
 
 def one_line_error(argv, capsys) -> str:
+    capsys.readouterr()  # only what the command prints (not a setup's progress bars)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("deconv: error: ") and "Traceback" not in err, err
@@ -160,16 +160,11 @@ def test_pretrained_weights_without_network_say_how_to_use_weights(monkeypatch, 
     assert "--weights FILE" in error and "--weights random" in error
 
 
-def test_a_missing_timm_says_which_extra_to_install(monkeypatch, capsys):
-    real_import = builtins.__import__
-
-    def without_timm(name, *args, **kwargs):
-        if name.split(".")[0] == "timm":
-            raise ImportError("No module named 'timm'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", without_timm)
-    assert "pip install 'deconvnet[timm]'" in one_line_error(["layers", "--model", "timm:resnet18"], capsys)
+@pytest.mark.parametrize("package, model, extra", [("timm", "timm:resnet18", "timm"),
+                                                   ("transformers", "hf:microsoft/resnet-50", "hf")])
+def test_a_missing_package_says_which_extra_to_install(package, model, extra, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed: importing it raises ImportError
+    assert f"pip install 'deconvnet[{extra}]'" in one_line_error(["layers", "--model", model], capsys)
 
 
 def test_importing_deconvnet_and_its_models_or_the_cli_imports_neither_timm_nor_transformers():

@@ -201,6 +201,11 @@ class LayerGraph:
         aliases = chain_aliases(layers)
         return [replace(layer, alias=aliases.get(layer.name)) for layer in layers]
 
+    @property
+    def logits(self) -> Layer | None:
+        """The layer of the class scores (what ``find("logits")`` gives), None for a model without them."""
+        return self._logits
+
     def output_node(self) -> fx.Node | None:
         """The node whose value the model returns, None when it returns several values or a constant."""
         return self.outputs[0][1] if len(self.outputs) == 1 and not self.outputs[0][0] else None

@@ -17,22 +17,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, load_state_file
+from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
 from .transforms import ImageTransform
 
 PREFIX = "hf:"
 # A processor's pixel values and ours may differ by float rounding (the processor fuses rescale and
 # normalize); one step of a uint8 pixel is about 1/255/std >= 4e-3, far above this.
 REPRODUCED_WITHIN = 1e-4
-
-
-def import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as error:
-        raise DeconvError("hf: models need the optional package transformers: pip install 'deconvnet[hf]' "
-                          "(or pip install transformers)") from error
-    return transformers
 
 
 def load_hf(source: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -43,7 +34,7 @@ def load_hf(source: str, weights: str | os.PathLike | None = None) -> LoadedMode
     >>> loaded.categories                                                # doctest: +SKIP
     ['cat', 'dog']
     """
-    transformers = import_transformers()
+    transformers = import_optional("transformers", "hf")
     folder = Path(source).expanduser()
     local = folder.is_dir()
     if not local:

@@ -12,20 +12,11 @@ import os
 from typing import Any, Mapping
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, load_state_file
+from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
 from .transforms import INTERPOLATIONS, ImageTransform
 
 PREFIX = "timm:"
 DEFAULT_CROP_PCT = 0.875  # timm's, when a pretrained config gives none
-
-
-def import_timm() -> Any:
-    try:
-        import timm
-    except ImportError as error:
-        raise DeconvError("timm: models need the optional package timm: pip install 'deconvnet[timm]' "
-                          "(or pip install timm)") from error
-    return timm
 
 
 def load_timm(name: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -36,7 +27,7 @@ def load_timm(name: str, weights: str | os.PathLike | None = None) -> LoadedMode
     >>> loaded.transform.interpolation, loaded.categories[281]           # doctest: +SKIP
     ('bilinear', 'tabby')
     """
-    timm = import_timm()
+    timm = import_optional("timm", "timm")
     check_name(timm, name)
     label = PREFIX + name
     if weights is None:

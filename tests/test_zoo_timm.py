@@ -63,7 +63,8 @@ def varied_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# densenet and mixnet take several times longer than the others: the slow test below covers them
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("densenet", "mixnet")])
 def test_timm_family_projects_like_autograd_at_its_last_stage(family):
     name, _, stage, _ = FAMILIES[family]
     check_layers(timm_model(name), 32, [stage])  # every rule; the full check below is slow
@@ -79,8 +80,8 @@ def test_timm_family_projects_like_autograd_at_logits_a_stage_and_the_first_conv
 
 
 def test_timm_projects_like_autograd_at_logits_and_the_first_conv():
-    name, size, _, first_conv = FAMILIES["mobilenetv3"]  # hard-swish, squeeze-excitation gates
-    check_layers(timm_model(name), size, ["logits", first_conv])
+    name, _, _, first_conv = FAMILIES["mobilenetv3"]  # hard-swish, squeeze-excitation gates
+    check_layers(timm_model(name), 32, ["logits", first_conv])
 
 
 @pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "vit_tiny_patch16_224", "inception_v3",

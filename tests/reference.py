@@ -165,4 +165,6 @@ def ruled_projection(model, x, module_path, channel, position, mode, *, call=1):
     finally:
         if handle is not None:
             handle.remove()
+    if handle is None and hasattr(output, "logits"):  # a Hugging Face ModelOutput: its class scores
+        output = output.logits
     return _seeded_gradient((captured["a"] if handle is not None else output)[0, channel], x, position)

@@ -9,8 +9,8 @@ only read, never changed.
 from __future__ import annotations
 
 import difflib
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Callable, Iterator
 
@@ -158,7 +158,7 @@ class LayerGraph:
         names.update((name, node) for name, node in self.outputs if name and name != "logits")
         taken = {layer.name for layer in self.layers} | {layer.alias for layer in self.layers if layer.alias}
         named = {name: self._leaf_of(node) for name, node in names.items() if name == "logits" or name not in taken}
-        first_name = {}
+        first_name: dict[str, str] = {}
         for name, leaf in named.items():
             first_name.setdefault(leaf.name, name)
         self.layers = [replace(l, alias=first_name[l.name]) if l.alias is None and not l.is_container
@@ -200,6 +200,11 @@ class LayerGraph:
         layers = [layer for _, layer in sorted(found, key=lambda item: item[0])]
         aliases = chain_aliases(layers)
         return [replace(layer, alias=aliases.get(layer.name)) for layer in layers]
+
+    @property
+    def logits(self) -> Layer | None:
+        """The layer of the class scores (what ``find("logits")`` gives), None for a model without them."""
+        return self._logits
 
     def output_node(self) -> fx.Node | None:
         """The node whose value the model returns, None when it returns several values or a constant."""

@@ -171,6 +171,17 @@ def load_state_file(model: nn.Module, weights: str | os.PathLike) -> tuple[str, 
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def import_optional(module: str, extra: str) -> Any:
+    """The optional package ``module``, or a DeconvError naming the extra that installs it."""
+    from importlib import import_module
+
+    try:
+        return import_module(module)
+    except ImportError as error:
+        raise DeconvError(f"{extra}: models need the optional package {module}: pip install 'deconvnet[{extra}]' "
+                          f"(or pip install {module})") from error
+
+
 def first_line(error: BaseException) -> str:
     """An exception's message in one line, for a one-line report."""
     text = str(error).strip()

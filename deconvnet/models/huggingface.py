@@ -17,22 +17,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, load_state_file
+from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
 from .transforms import ImageTransform
 
 PREFIX = "hf:"
 # A processor's pixel values and ours may differ by float rounding (the processor fuses rescale and
 # normalize); one step of a uint8 pixel is about 1/255/std >= 4e-3, far above this.
 REPRODUCED_WITHIN = 1e-4
-
-
-def import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as error:
-        raise DeconvError("hf: models need the optional package transformers: pip install 'deconvnet[hf]' "
-                          "(or pip install transformers)") from error
-    return transformers
 
 
 def load_hf(source: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -43,7 +34,7 @@ def load_hf(source: str, weights: str | os.PathLike | None = None) -> LoadedMode
     >>> loaded.categories                                                # doctest: +SKIP
     ['cat', 'dog']
     """
-    transformers = import_transformers()
+    transformers = import_optional("transformers", "hf")
     folder = Path(source).expanduser()
     local = folder.is_dir()
     if not local:
@@ -150,28 +141,29 @@ def processor_transform(processor: Any, source: str = "the model") -> ImageTrans
 
 def _transform_of(processor: Any, source: str) -> ImageTransform:
     size = _size_dict(getattr(processor, "size", None))
-    resize: int | tuple[int, int] | None = None
-    crop: int | tuple[int, int] | None = None
+    resize: int | None = None
+    resize_to: tuple[int, int] | None = None
+    crop: int | None = None
     if getattr(processor, "do_resize", False):
         shortest, crop_pct = size.get("shortest_edge"), getattr(processor, "crop_pct", None)
         if shortest and crop_pct and shortest < 384:  # ConvNeXt's processor: resize to shortest/crop_pct, crop
             resize, crop = int(shortest / crop_pct), shortest
         elif shortest and crop_pct:  # ... and at 384 or more it squashes to a square
-            resize = (shortest, shortest)
+            resize_to = (shortest, shortest)
         elif shortest and not size.get("longest_edge"):
             resize = shortest
         elif size.get("height") and size.get("width"):
-            resize = (size["height"], size["width"])
+            resize_to = (size["height"], size["width"])
         else:
             raise DeconvError(f"the image processor of {source} resizes to {size}, which deconvnet does not "
                               f"reproduce (it does shortest_edge, or height and width)")
     if getattr(processor, "do_center_crop", False):
         crop_size = _size_dict(getattr(processor, "crop_size", None))
         height, width = crop_size.get("height"), crop_size.get("width")
-        if not (height and width) or crop is not None:
+        if not height or height != width or crop is not None:
             raise DeconvError(f"the image processor of {source} centre-crops in a way deconvnet does not "
-                              f"reproduce (crop_size {crop_size})")
-        crop = height if height == width else (height, width)
+                              f"reproduce (crop_size {crop_size}; it does square crops)")
+        crop = height
     factor = float(processor.rescale_factor) if getattr(processor, "do_rescale", False) else 1.0
     offset = 1.0 if getattr(processor, "rescale_offset", False) and getattr(processor, "do_rescale", False) else 0.0
     normalize = getattr(processor, "do_normalize", False)
@@ -181,7 +173,7 @@ def _transform_of(processor: Any, source: str) -> ImageTransform:
         std = tuple(s * once for s, once in zip(std, _triple(processor.image_std)))  # type: ignore[assignment]
     resample = getattr(processor, "resample", None)
     interpolation = Image.Resampling(resample).name.lower() if resample is not None else "bilinear"
-    return ImageTransform(resize=resize, crop=crop, mean=tuple(m + offset for m in mean),  # type: ignore[arg-type]
+    return ImageTransform(resize=resize, resize_to=resize_to, crop=crop, mean=tuple(m + offset for m in mean),  # type: ignore[arg-type]
                           std=std, scale=255.0 * factor, interpolation=interpolation,
                           resampler="tensor" if getattr(processor, "backend", "") == "torchvision" else "pil",
                           crop_rounding="floor")

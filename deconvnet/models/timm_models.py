@@ -12,20 +12,11 @@ import os
 from typing import Any, Mapping
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, load_state_file
+from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
 from .transforms import INTERPOLATIONS, ImageTransform
 
 PREFIX = "timm:"
 DEFAULT_CROP_PCT = 0.875  # timm's, when a pretrained config gives none
-
-
-def import_timm() -> Any:
-    try:
-        import timm
-    except ImportError as error:
-        raise DeconvError("timm: models need the optional package timm: pip install 'deconvnet[timm]' "
-                          "(or pip install timm)") from error
-    return timm
 
 
 def load_timm(name: str, weights: str | os.PathLike | None = None) -> LoadedModel:
@@ -36,7 +27,7 @@ def load_timm(name: str, weights: str | os.PathLike | None = None) -> LoadedMode
     >>> loaded.transform.interpolation, loaded.categories[281]           # doctest: +SKIP
     ('bilinear', 'tabby')
     """
-    timm = import_timm()
+    timm = import_optional("timm", "timm")
     check_name(timm, name)
     label = PREFIX + name
     if weights is None:
@@ -96,17 +87,14 @@ def timm_transform(config: Mapping[str, Any], name: str = "the model") -> ImageT
                           f"{', '.join(INTERPOLATIONS)}")
     crop_pct = config.get("crop_pct") or DEFAULT_CROP_PCT
     scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))  # timm's rounding
-    crop: int | tuple[int, int] = height if height == width else (height, width)
-    resize: int | tuple[int, int]
-    if mode == "squash":
-        resize = scaled
-    elif mode == "center" and scaled[0] == scaled[1]:
-        resize = scaled[0]  # the shorter side, as torchvision's Resize(int)
-    else:
+    if height != width or mode not in ("center", "squash"):
         raise DeconvError(f"{name}'s data config crops with crop_mode {mode!r} at input size {height}x{width}, "
-                          f"which deconvnet does not reproduce (it does 'center' at a square size and 'squash')")
-    return ImageTransform(resize=resize, crop=crop, mean=mean, std=std,  # type: ignore[arg-type]
-                          interpolation=interpolation)
+                          f"which deconvnet does not reproduce (it does 'center' and 'squash' at a square size)")
+    if mode == "squash":
+        return ImageTransform(resize=None, resize_to=scaled, crop=height, mean=mean, std=std,  # type: ignore[arg-type]
+                              interpolation=interpolation)
+    return ImageTransform(resize=scaled[0], crop=height, mean=mean, std=std,  # type: ignore[arg-type]
+                          interpolation=interpolation)  # resize: the shorter side, as torchvision's Resize(int)
 
 
 def imagenet_names(timm: Any, model: Any) -> list[str] | None:

@@ -12,42 +12,43 @@ from torch import Tensor
 
 from ..dataset.images import to_rgb
 
-
 # How each library resamples, by filter name (PIL's, and torchvision's InterpolationMode values).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 RESAMPLERS = ("pil", "tensor")
 CROP_ROUNDINGS = ("round", "floor")
 # The fields added after the first release, with the values that keep the old behaviour: describe()
 # leaves them out at these values, so the records (and cache keys) of existing runs stay the same.
-_LATER_DEFAULTS = {"interpolation": "bilinear", "resampler": "pil", "crop_rounding": "round"}
+_LATER_DEFAULTS = {"resize_to": None, "interpolation": "bilinear", "resampler": "pil", "crop_rounding": "round"}
 
 
 @dataclass(frozen=True)
 class ImageTransform:
     """PIL image -> model input (3, H, W): resize, centre-crop, normalize.
 
-    ``resize`` is the shorter side (an int) or an exact (height, width); ``crop`` a side or a
-    (height, width). ``scale`` is the value of white (1 for torchvision weights, 255 for
-    Caffe-style weights); ``mean``/``std`` are in the model's channel order, which is BGR when
-    ``bgr`` is set. The last three fields reproduce other libraries' preprocessing exactly:
-    ``interpolation`` is the resampling filter; ``resampler`` "pil" resizes with PIL (torchvision
-    and timm on a PIL image), "tensor" with torchvision on the uint8 tensor (Hugging Face's
-    torchvision image processors); ``crop_rounding`` places an odd margin's extra pixel as
-    torchvision does ("round") or as Hugging Face does ("floor").
+    ``resize`` is the shorter side, ``resize_to`` (instead) an exact (height, width) that ignores
+    the aspect ratio, ``crop`` the side of the centre square. ``scale`` is the value of white (1
+    for torchvision weights, 255 for Caffe-style weights); ``mean``/``std`` are in the model's
+    channel order, which is BGR when ``bgr`` is set. The last three fields reproduce other
+    libraries' preprocessing exactly: ``interpolation`` is the resampling filter; ``resampler``
+    "pil" resizes with PIL (torchvision and timm on a PIL image), "tensor" with torchvision on
+    the uint8 tensor (Hugging Face's torchvision image processors); ``crop_rounding`` places an
+    odd margin's extra pixel as torchvision does ("round") or as Hugging Face does ("floor").
 
     >>> t = ImageTransform(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     >>> t(Image.new("RGB", (300, 400))).shape
     torch.Size([3, 224, 224])
-    >>> ImageTransform(resize=(240, 320), crop=None, interpolation="bicubic")(Image.new("RGB", (50, 60))).shape
+    >>> ImageTransform(resize=None, resize_to=(240, 320), crop=None, interpolation="bicubic")(
+    ...     Image.new("RGB", (50, 60))).shape
     torch.Size([3, 240, 320])
     """
 
-    resize: int | tuple[int, int] | None = 256
-    crop: int | tuple[int, int] | None = 224
+    resize: int | None = 256
+    crop: int | None = 224
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     scale: float = 1.0
     bgr: bool = False
+    resize_to: tuple[int, int] | None = None
     interpolation: str = "bilinear"
     resampler: str = "pil"
     crop_rounding: str = "round"
@@ -58,6 +59,8 @@ class ImageTransform:
                                    ("crop_rounding", self.crop_rounding, CROP_ROUNDINGS)):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(valid)}")
+        if self.resize and self.resize_to:
+            raise ValueError("give resize (the shorter side) or resize_to (height, width), not both")
 
     def __call__(self, image: Image.Image) -> Tensor:
         if not isinstance(image, Image.Image):
@@ -65,7 +68,7 @@ class ImageTransform:
         if image.mode != "RGB":
             image = to_rgb(image)
         window = self._crop_window(image.size)
-        if window is not None and isinstance(self.crop, int):  # a very long image: resize only what the crop keeps
+        if window is not None and self.crop:  # a very long image: resize only the part the crop keeps
             pixels = TF.pil_to_tensor(image.resize((self.crop, self.crop), self._pil_filter, box=window))
         else:
             pixels = self._center_crop(self._resized(image))
@@ -80,9 +83,9 @@ class ImageTransform:
 
     def _resized(self, image: Image.Image) -> Tensor:
         """The image resized as the transform's library does it, as a uint8 tensor (3, H, W)."""
-        if not self.resize:
+        if not (self.resize or self.resize_to):
             return TF.pil_to_tensor(image)
-        size = [self.resize] if isinstance(self.resize, int) else list(self.resize)
+        size = [self.resize] if self.resize else list(self.resize_to or ())
         mode = TF.InterpolationMode(self.interpolation)
         if self.resampler == "pil":
             return TF.pil_to_tensor(TF.resize(image, size, interpolation=mode, antialias=True))
@@ -93,11 +96,11 @@ class ImageTransform:
     def _center_crop(self, pixels: Tensor) -> Tensor:
         if not self.crop:
             return pixels
-        height, width = (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
-        if self.crop_rounding == "round" or height > pixels.shape[-2] or width > pixels.shape[-1]:
-            return TF.center_crop(pixels, [height, width])  # torchvision's placement (and padding)
-        top, left = (pixels.shape[-2] - height) // 2, (pixels.shape[-1] - width) // 2
-        return pixels[:, top:top + height, left:left + width]
+        side = self.crop
+        if self.crop_rounding == "round" or side > min(pixels.shape[-2:]):
+            return TF.center_crop(pixels, [side, side])  # torchvision's placement (and padding)
+        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
+        return pixels[:, top:top + side, left:left + side]
 
     def _crop_window(self, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
         """Where the centre crop falls in the original image, when resizing all of it would be wasteful.
@@ -107,7 +110,7 @@ class ImageTransform:
         same pixels (the same bilinear filter at the same scale and sample positions), up to
         rounding: a value may differ by 1 in 255.
         """
-        if not (isinstance(self.resize, int) and isinstance(self.crop, int)) or self.crop_rounding != "round":
+        if not (self.resize and self.crop) or self.crop_rounding != "round":
             return None
         width, height = size
         short, long = min(width, height), max(width, height)
@@ -126,8 +129,10 @@ class ImageTransform:
 
     @property
     def input_size(self) -> tuple[int, int]:
+        if self.resize_to and not self.crop:
+            return self.resize_to
         side = self.crop or self.resize or 224
-        return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
+        return (side, side)
 
     def to_uint8(self, x: Tensor) -> np.ndarray:
         """A model input (3, H, W) back to an RGB uint8 picture (H, W, 3)."""

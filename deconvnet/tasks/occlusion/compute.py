@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.fx as fx
 from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -262,7 +261,7 @@ def _channel_reader(dn: FeatureExtractor, x: Tensor, layer: str, channel: int, m
 
 
 def _class_reader(dn: FeatureExtractor, x: Tensor, layer: str | None, target_class: int) -> _Reader:
-    name = dn.layer(layer).name if layer is not None else _output_layer(dn)
+    name = dn.layer(layer).name if layer is not None else _output_layer(dn, x)
     logits = dn.activations(x, [name])[name]
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -278,11 +277,11 @@ def _class_reader(dn: FeatureExtractor, x: Tensor, layer: str | None, target_cla
     return _Reader(dn, name, lambda a: a.double().softmax(1)[:, target_class])
 
 
-def _output_layer(dn: FeatureExtractor) -> str:
-    """The name of the layer whose result the model returns."""
-    output = next(node for node in dn.graph.graph.nodes if node.op == "output")
-    result = output.args[0]
-    layer = dn.graph.layer_of(result) if isinstance(result, fx.Node) else None
+def _output_layer(dn: FeatureExtractor, x: Tensor) -> str:
+    """The name of the layer whose result the model returns: its class scores (a ModelOutput's logits)."""
+    dn.follow(x)  # a model recorded from a real forward pass has its graph from then on
+    result = dn.graph.output_node()
+    layer = dn.graph.logits or (dn.graph.layer_of(result) if result is not None else None)
     if layer is None:
         raise DeconvError("the model does not return one tensor computed by a layer, so it has no class "
                           "scores to read; pass the layer of the class scores explicitly (layer=...)")

@@ -55,9 +55,9 @@ CASES = [
     ("dilated", 45, "relu2"),
     ("mobilenet_v2", 64, "features.6.conv.2"),
     ("mobilenet_v3_small", 64, "features.4.block.3.0"),
-    ("densenet121", 64, "features.denseblock2.denselayer3.conv2"),
+    ("squeezenet1_1", 67, "features.10.expand1x1_activation"),
     ("resnet18", 72, "layer3.1.relu:2"),
-    ("vgg11", 48, "classifier.3"),
+    ("mobilenet_v3_small", 64, "classifier.0"),
 ]
 
 
@@ -102,18 +102,20 @@ def test_cone_pass_equals_autograd_in_corners_and_middle(position, mode):
 
 def test_vgg16_cones_have_the_hand_computed_sizes():
     """A conv5_3 unit's cone: 1 at conv5_3, 3x3 at conv5_2, 5x5 at conv5_1, 7x7 at pool4, 14x14 at
-    conv4_3 (2x2 pool), 20x20 at pool3, 40x40 at conv3_3, ... 212x212 at the input (VGG16's field)."""
-    model = torchvision.models.vgg16().eval()
-    with deconvnet.Deconvnet(model) as dn:
-        target = dn.graph.find("conv5_3").node
+    conv4_3 (2x2 pool), 20x20 at pool3, 40x40 at conv3_3, ... 196x196 at the input (its field)."""
+    vgg = torchvision.models.vgg
+    features = vgg.make_layers(vgg.cfgs["D"]).eval()  # VGG16's convolutions, without the large classifier
+    names = {"conv5_3": "28", "conv5_2": "26", "conv5_1": "24", "pool4": "23", "conv4_3": "21", "pool3": "16",
+             "conv3_3": "14"}
+    with deconvnet.Deconvnet(features) as dn:
+        target = dn.graph.find(names["conv5_3"]).node
         record = dn._recorder.record(torch.rand(1, 3, 224, 224), target, RULES["deconvnet"])
         cones = plan_cones(dn.graph, record, target)
-        sizes = {name: cones[dn.graph.find(name).node].size for name in
-                 ("conv5_3", "conv5_2", "conv5_1", "pool4", "conv4_3", "pool3", "conv3_3")}
-        at_input = cones[dn.graph.input].size
+        sizes = {name: cones[dn.graph.find(index).node].size for name, index in names.items()}
+        at_input = cones[dn.graph.input]
     assert sizes == {"conv5_3": (1, 1), "conv5_2": (3, 3), "conv5_1": (5, 5), "pool4": (7, 7),
                      "conv4_3": (14, 14), "pool3": (20, 20), "conv3_3": (40, 40)}
-    assert at_input == (212, 212)
+    assert at_input.size == (196, 196) and at_input.stride == (16, 16)
 
 
 def test_a_gate_broadcast_over_the_map_has_no_cone():

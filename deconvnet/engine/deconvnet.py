@@ -171,7 +171,9 @@ class Deconvnet(FeatureExtractor):
                 # one unit per image, in order: the records serve as they are
                 rows = None if one_per_image and len(chunk) == len(chosen) else (
                     torch.tensor([u.image for u in chunk], device=x.device))
-                positions = [u.position for u in chunk] if cones and activation.dim() == 4 else None
+                positions = [u.position for u in chunk if u.position is not None] if cones else None
+                if positions is not None and len(positions) < len(chunk):
+                    positions = None  # a 1-D layer: no cone
                 maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule, positions))
         return Projection(torch.cat(maps), chosen, target)
 

@@ -64,6 +64,15 @@ def best_time(function, repeats: int) -> float:
     return min(times)
 
 
+def interleaved(functions: dict, repeats: int) -> dict:
+    """The best of ``repeats`` times of each function, run in turns so that all see the same load."""
+    times: dict = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(best_time(function, 1))
+    return {name: min(values) for name, values in times.items()}
+
+
 class TodaysEngine:
     """The engine of ``commit`` (imported as ``deconvnet_base``), or ours with cones off without git."""
 
@@ -126,16 +135,10 @@ def captum_projection(captum_model, layer_module, x, channel, position):
 def bench_one_projection(model, transform, paths, repeats: int, today: TodaysEngine) -> dict:
     x = load_batch(transform, paths[:1])
     captum_model = captum_copy(model)
-    with deconvnet.Deconvnet(model) as dn:
-        unit = dn.project_units(x, "relu5_3", [(0, 12, None)]).units[0]
-        ours = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]), repeats)
-        ours_strongest = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]), repeats)
-        result = dn.project_units(x, "relu5_3", [(0, 12, unit.position)]).maps
-    with today.deconvnet(model) as dn:
-        todays = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)], **today.options),
-                           repeats)
+    dn, base = deconvnet.Deconvnet(model), today.deconvnet(model)
+    unit = dn.project_units(x, "relu5_3", [(0, 12, None)]).units[0]
+    result = dn.project_units(x, "relu5_3", [(0, 12, unit.position)]).maps
     layer = captum_model.features[29]
-    captum = best_time(lambda: captum_projection(captum_model, layer, x, 12, unit.position), repeats)
     reference = captum_projection(captum_model, layer, x, 12, unit.position) * unit.value
 
     def autograd_pass():
@@ -148,7 +151,16 @@ def bench_one_projection(model, transform, paths, repeats: int, today: TodaysEng
             handle.remove()
         kept["a"][0, 12, unit.position[0], unit.position[1]].backward()
 
-    autograd = best_time(autograd_pass, repeats)
+    times = interleaved({
+        "ours": lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]),
+        "strongest": lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]),
+        "today": lambda: base.project_units(x, "relu5_3", [(0, 12, unit.position)], **today.options),
+        "captum": lambda: captum_projection(captum_model, layer, x, 12, unit.position),
+        "autograd": autograd_pass}, repeats)
+    dn.release()
+    base.release()
+    ours, ours_strongest, todays, captum, autograd = (times[k] for k in ("ours", "strongest", "today", "captum",
+                                                                          "autograd"))
     return {"ours_s": ours, "ours_strongest_s": ours_strongest, "todays_engine_s": todays, "captum_s": captum,
             "autograd_fwd_bwd_s": autograd, "one_projection_vs_captum": ours / captum,
             "todays_engine_vs_captum": todays / captum, "vs_todays_engine": ours / todays,
@@ -199,16 +211,16 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
                            today: TodaysEngine) -> dict:
     x = load_batch(transform, paths)
     captum_model = captum_copy(model)
-    with deconvnet.Deconvnet(model) as dn:
+    with deconvnet.Deconvnet(model) as dn, today.deconvnet(model) as base:
         units = top9_units(dn, x, layer, channels)
         assert len(units) == channels, f"only {len(units)} active channels at {layer}"
-        ours_time = best_time(lambda: per_channel_calls(dn, x, layer, units, {}), repeats)
-        shared_time = best_time(lambda: one_call(dn, x, layer, units), repeats)
+        times = interleaved({"ours": lambda: per_channel_calls(dn, x, layer, units, {}),
+                             "shared": lambda: one_call(dn, x, layer, units),
+                             "today": lambda: per_channel_calls(base, x, layer, units, today.options)}, repeats)
+        ours_time, shared_time, todays_time = times["ours"], times["shared"], times["today"]
         our_maps = per_channel_calls(dn, x, layer, units, {})
         shared_maps = one_call(dn, x, layer, units)
         side = dn.receptive_field(layer).size[0]
-    with today.deconvnet(model) as dn:
-        todays_time = best_time(lambda: per_channel_calls(dn, x, layer, units, today.options), repeats)
     module = captum_model.features[module_index]
 
     def captum():

@@ -4,12 +4,19 @@
 
 1. scan: top9's pass over the images (no rendering) vs a plain inference_mode forward
    of the same model truncated at the same layer, same batch size and data. Goal >= 0.9.
-2. one projection of a VGG16 relu5_3 unit at 224x224 vs Captum's NeuronDeconvolution on
-   the same unit, and vs one forward plus one backward pass of autograd. Goal <= 1.0x Captum.
+2. one projection of a VGG16 relu5_3 unit at 224x224 at a known position vs Captum's
+   NeuronDeconvolution on the same unit, vs one forward plus one backward pass of autograd,
+   and vs today's engine (the base commit's package, imported side by side as
+   ``deconvnet_base``; our own engine with ``cones=False`` when git is not at hand).
+   Goal <= 0.4x Captum.
 3. many projections: the 9 projections of each of 16 channels (conv3_3 and relu5_3) vs a
-   loop of Captum NeuronDeconvolution calls giving the same 144 maps (checked equal).
-   Goals >= 10x at conv3_3 and >= 2x at relu5_3.
+   loop of Captum NeuronDeconvolution calls giving the same 144 maps (checked equal), vs
+   today's engine, and, as "shared", all 144 units in one ``project_units`` call over the
+   images (one forward per image for all of its units). Goals >= 40x at conv3_3 and >= 2.5x
+   at relu5_3.
 4. memory: peak RSS of a scan over 200 and 1000 images, and of projecting 64 channels at once.
+
+``--device cuda`` runs ours, today's engine and Captum on the GPU.
 
 The model is the offline default vgg16-hed (the VGG16 architecture, so timings hold for
 ImageNet VGG16). Images come from ../shared/data/imagenet-samples when present, else
@@ -20,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
+import io
 import json
 import os
 import platform
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import warnings
@@ -36,8 +46,11 @@ import deconvnet
 from deconvnet.dataset.images import list_images, open_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
-GOALS = {"scan": (">=", 0.9), "one_projection_vs_captum": ("<=", 1.0),
-         "many_conv3_3_speedup": (">=", 10.0), "many_relu5_3_speedup": (">=", 2.0)}
+REPO = Path(__file__).resolve().parents[1]
+BASE_COMMIT = "6f3830f"  # the engine before cone-restricted backward passes (issue 18)
+GOALS = {"scan": (">=", 0.9), "one_projection_vs_captum": ("<=", 0.4),
+         "many_conv3_3_speedup": (">=", 40.0), "many_relu5_3_speedup": (">=", 2.5)}
+DEVICE = torch.device("cpu")
 
 
 def best_time(function, repeats: int) -> float:
@@ -45,8 +58,40 @@ def best_time(function, repeats: int) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         function()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def interleaved(functions: dict, repeats: int) -> dict:
+    """The best of ``repeats`` times of each function, run in turns so that all see the same load."""
+    times: dict = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(best_time(function, 1))
+    return {name: min(values) for name, values in times.items()}
+
+
+class TodaysEngine:
+    """The engine of ``commit`` (imported as ``deconvnet_base``), or ours with cones off without git."""
+
+    def __init__(self, commit: str) -> None:
+        self.options: dict = {}
+        try:
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "deconvnet"], check=True,
+                                     capture_output=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            self.package, self.options, self.name = deconvnet, {"cones": False}, "this engine with cones=False"
+            return
+        root = Path(tempfile.mkdtemp(prefix="deconvnet_base_"))
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(root, filter="data")
+        (root / "deconvnet").rename(root / "deconvnet_base")
+        sys.path.insert(0, str(root))
+        self.package, self.name = importlib.import_module("deconvnet_base"), f"the engine of commit {commit}"
+
+    def deconvnet(self, model):
+        return self.package.Deconvnet(model)
 
 
 def image_paths(count: int, workdir: Path) -> list[Path]:
@@ -67,7 +112,7 @@ def image_paths(count: int, workdir: Path) -> list[Path]:
 
 
 def load_batch(transform, paths) -> torch.Tensor:
-    return torch.stack([transform(open_image(p)) for p in paths])
+    return torch.stack([transform(open_image(p)) for p in paths]).to(DEVICE)
 
 
 def captum_copy(model):
@@ -87,16 +132,13 @@ def captum_projection(captum_model, layer_module, x, channel, position):
         return NeuronDeconvolution(captum_model, layer_module).attribute(x, neuron_selector=(channel, *position))
 
 
-def bench_one_projection(model, transform, paths, repeats: int) -> dict:
+def bench_one_projection(model, transform, paths, repeats: int, today: TodaysEngine) -> dict:
     x = load_batch(transform, paths[:1])
     captum_model = captum_copy(model)
-    with deconvnet.Deconvnet(model) as dn:
-        unit = dn.project_units(x, "relu5_3", [(0, 12, None)]).units[0]
-        ours = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]), repeats)
-        ours_strongest = best_time(lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]), repeats)
-        result = dn.project_units(x, "relu5_3", [(0, 12, unit.position)]).maps
+    dn, base = deconvnet.Deconvnet(model), today.deconvnet(model)
+    unit = dn.project_units(x, "relu5_3", [(0, 12, None)]).units[0]
+    result = dn.project_units(x, "relu5_3", [(0, 12, unit.position)]).maps
     layer = captum_model.features[29]
-    captum = best_time(lambda: captum_projection(captum_model, layer, x, 12, unit.position), repeats)
     reference = captum_projection(captum_model, layer, x, 12, unit.position) * unit.value
 
     def autograd_pass():
@@ -109,10 +151,20 @@ def bench_one_projection(model, transform, paths, repeats: int) -> dict:
             handle.remove()
         kept["a"][0, 12, unit.position[0], unit.position[1]].backward()
 
-    autograd = best_time(autograd_pass, repeats)
-    return {"ours_s": ours, "ours_strongest_s": ours_strongest, "captum_s": captum, "autograd_fwd_bwd_s": autograd,
-            "one_projection_vs_captum": ours / captum, "vs_autograd": ours / autograd,
-            "max_abs_difference": float((result - reference).abs().max())}
+    times = interleaved({
+        "ours": lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]),
+        "strongest": lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]),
+        "today": lambda: base.project_units(x, "relu5_3", [(0, 12, unit.position)], **today.options),
+        "captum": lambda: captum_projection(captum_model, layer, x, 12, unit.position),
+        "autograd": autograd_pass}, repeats)
+    dn.release()
+    base.release()
+    ours, ours_strongest, todays, captum, autograd = (times[k] for k in ("ours", "strongest", "today", "captum",
+                                                                          "autograd"))
+    return {"ours_s": ours, "ours_strongest_s": ours_strongest, "todays_engine_s": todays, "captum_s": captum,
+            "autograd_fwd_bwd_s": autograd, "one_projection_vs_captum": ours / captum,
+            "todays_engine_vs_captum": todays / captum, "vs_todays_engine": ours / todays,
+            "vs_autograd": ours / autograd, "max_abs_difference": float((result - reference).abs().max())}
 
 
 def top9_units(dn, x, layer, count, k=9):
@@ -132,24 +184,43 @@ def top9_units(dn, x, layer, count, k=9):
     return units
 
 
-def bench_many_projections(model, transform, paths, layer, module_index, channels, repeats: int) -> dict:
+def per_channel_calls(dn, x, layer, units, options) -> list:
+    """As top9 projects: one call per channel over the batch of its 9 images."""
+    maps = []
+    for channel, chosen in units.items():
+        batch = x[[i for i, _ in chosen]]
+        units_of_batch = [(row, channel, pos) for row, (_, pos) in enumerate(chosen)]
+        projection = dn.project_units(batch, layer, units_of_batch, **options)
+        maps.append((projection.maps, [u.value for u in projection.units]))
+    return maps
+
+
+def one_call(dn, x, layer, units) -> list:
+    """Every unit in one call over all the images: one forward per image serves all of its units."""
+    requests = [(i, channel, pos) for channel, chosen in units.items() for i, pos in chosen]
+    projection = dn.project_units(x, layer, requests)
+    maps, row = [], 0
+    for chosen in units.values():
+        rows = slice(row, row + len(chosen))
+        maps.append((projection.maps[rows], [u.value for u in projection.units[rows]]))
+        row += len(chosen)
+    return maps
+
+
+def bench_many_projections(model, transform, paths, layer, module_index, channels, repeats: int,
+                           today: TodaysEngine) -> dict:
     x = load_batch(transform, paths)
     captum_model = captum_copy(model)
-    with deconvnet.Deconvnet(model) as dn:
+    with deconvnet.Deconvnet(model) as dn, today.deconvnet(model) as base:
         units = top9_units(dn, x, layer, channels)
         assert len(units) == channels, f"only {len(units)} active channels at {layer}"
-
-        def ours():
-            maps = []
-            for channel, chosen in units.items():
-                batch = x[[i for i, _ in chosen]]
-                units_of_batch = [(row, channel, pos) for row, (_, pos) in enumerate(chosen)]
-                projection = dn.project_units(batch, layer, units_of_batch)
-                maps.append((projection.maps, [u.value for u in projection.units]))
-            return maps
-
-        ours_time = best_time(ours, repeats)
-        our_maps = ours()
+        times = interleaved({"ours": lambda: per_channel_calls(dn, x, layer, units, {}),
+                             "shared": lambda: one_call(dn, x, layer, units),
+                             "today": lambda: per_channel_calls(base, x, layer, units, today.options)}, repeats)
+        ours_time, shared_time, todays_time = times["ours"], times["shared"], times["today"]
+        our_maps = per_channel_calls(dn, x, layer, units, {})
+        shared_maps = one_call(dn, x, layer, units)
+        side = dn.receptive_field(layer).size[0]
     module = captum_model.features[module_index]
 
     def captum():
@@ -158,12 +229,16 @@ def bench_many_projections(model, transform, paths, layer, module_index, channel
 
     captum_time = best_time(captum, 1)  # slow: once
     captum_maps = captum()
-    difference = max(float((maps[row] - captum_maps[c][row][0] * values[row]).abs().max())
-                     for c, (maps, values) in enumerate(our_maps) for row in range(len(values)))
-    with deconvnet.Deconvnet(model) as dn:
-        side = dn.receptive_field(layer).size[0]
-    return {"ours_s": ours_time, "captum_s": captum_time, "maps": sum(len(v) for v in units.values()),
-            "speedup": captum_time / ours_time, "max_abs_difference": difference,
+
+    def difference(maps_and_values):
+        return max(float((maps[row] - captum_maps[c][row][0] * values[row]).abs().max())
+                   for c, (maps, values) in enumerate(maps_and_values) for row in range(len(values)))
+
+    return {"ours_s": ours_time, "shared_s": shared_time, "todays_engine_s": todays_time, "captum_s": captum_time,
+            "maps": sum(len(v) for v in units.values()), "speedup": captum_time / min(ours_time, shared_time),
+            "per_channel_speedup": captum_time / ours_time, "shared_speedup": captum_time / shared_time,
+            "todays_engine_speedup": captum_time / todays_time,
+            "max_abs_difference": max(difference(our_maps), difference(shared_maps)),
             "field_share_of_image": min(side, x.shape[-1]) ** 2 / x.shape[-1] ** 2}
 
 
@@ -247,14 +322,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer channels and images (a smoke run)")
     parser.add_argument("--json", default="bench.json", help="where to write the figures")
     parser.add_argument("--skip", nargs="*", default=[], choices=["scan", "one", "many", "memory"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: ours, today's engine and Captum run there")
+    parser.add_argument("--channels", type=int, help="channels of the many-projections figure (16; 4 with --quick)")
+    parser.add_argument("--baseline", default=BASE_COMMIT, help="the commit whose engine is today's")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    today = TodaysEngine(args.baseline)
     torch.manual_seed(0)
     repeats = 1 if args.quick else 3
-    channels = 4 if args.quick else 16
+    channels = args.channels or (4 if args.quick else 16)
     model, transform = deconvnet.load_model("vgg16-hed")
+    model.to(DEVICE)
     figures: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                                  "cpus": os.cpu_count(), "torch": torch.__version__,
-                                 "threads": torch.get_num_threads()}}
+                                 "threads": torch.get_num_threads(), "device": str(DEVICE),
+                                 "load_average_at_start": os.getloadavg()},
+                     "todays_engine": today.name}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         paths = image_paths(1000, workdir)
@@ -263,19 +347,21 @@ def main() -> None:
             figures["scan"] = figures["scan_detail"]["scan"]
             print("scan", figures["scan_detail"], flush=True)
         if "one" not in args.skip:
-            figures["one_projection"] = bench_one_projection(model, transform, paths, repeats)
+            figures["one_projection"] = bench_one_projection(model, transform, paths, repeats, today)
             figures["one_projection_vs_captum"] = figures["one_projection"]["one_projection_vs_captum"]
             print("one projection", figures["one_projection"], flush=True)
         if "many" not in args.skip:
             pool = paths[:32 if args.quick else 64]
             for layer, index in (("conv3_3", 14), ("relu5_3", 29)):
-                detail = bench_many_projections(model, transform, pool, layer, index, channels, 1 if args.quick else 2)
+                detail = bench_many_projections(model, transform, pool, layer, index, channels, 1 if args.quick else 2,
+                                                today)
                 figures[f"many_{layer}"] = detail
                 figures[f"many_{layer}_speedup"] = detail["speedup"]
                 print("many", layer, detail, flush=True)
         if "memory" not in args.skip:
             figures["memory"] = bench_memory(paths, workdir, (50, 100) if args.quick else (200, 1000))
             print("memory", figures["memory"], flush=True)
+    figures["machine"]["load_average_at_end"] = os.getloadavg()
     figures["goals"] = verdict(figures)
     Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n{'figure':32} {'value':>10} {'goal':>8}  met")

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -41,6 +42,9 @@ from deconvnet.engine import Deconvnet
 from deconvnet.tasks.microscope import build as build_module
 from deconvnet.tasks.microscope import default_layers, microscope
 from deconvnet.tasks.top9.sheets import project_channel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import BASE_COMMIT, TodaysEngine  # noqa: E402  # today's engine, imported side by side
 
 PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagenet-samples"
 FULL_IMAGES, K = 1000, 9
@@ -80,31 +84,35 @@ def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: 
             "projections": per_layer, "units": sum(v["units"] for v in per_layer.values())}
 
 
-def interleaved(site: Path, photos: Path, per_layer: int) -> dict:
+def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, today) -> dict:
     """Per layer, for ``per_layer`` units of the build: our projection of the unit's k entries (as the
     build does it, one batch) and the k Captum NeuronDeconvolution calls for the same entries (full
     224x224 image each), timed back to back so that both see the same load on a shared machine."""
     from captum.attr import NeuronDeconvolution
 
     loaded = deconvnet.models.load("vgg16-hed")
+    loaded.model.to(device)
     model = copy.deepcopy(loaded.model)
     for module in model.modules():  # Captum hooks ReLU modules and needs them out of place
         if isinstance(module, torch.nn.ReLU):
             module.inplace = False
     results = json.loads((site / "data" / "top9.json").read_text())
-    ours, captum, agreement = {}, {}, {}
-    dn = Deconvnet(loaded.model)
+    ours, todays, captum, agreement = {}, {}, {}, {}
+    dn, base = Deconvnet(loaded.model), today.deconvnet(loaded.model)
     for layer, table in results["layers"].items():
         # Active units first: a dead unit's map cannot be compared (its seed is not positive); the time is the same.
         units = sorted([(int(c), entries) for c, entries in table.items() if entries],
                        key=lambda unit: unit[1][0]["value"] <= 0)[:per_layer]
-        ours_s, captum_s = [], []
+        ours_s, todays_s, captum_s = [], [], []
         for channel, entries in units:
-            x = torch.stack([loaded.transform(open_image(photos / e["image"])) for e in entries])
+            x = torch.stack([loaded.transform(open_image(photos / e["image"])) for e in entries]).to(device)
             positions = [(e["y"], e["x"]) for e in entries]
             start = time.perf_counter()
             project_channel(dn, loaded.transform, x, layer, channel, positions, "deconvnet")
             ours_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            project_channel(base, loaded.transform, x, layer, channel, positions, "deconvnet")
+            todays_s.append(time.perf_counter() - start)
             start = time.perf_counter()
             maps = []
             with warnings.catch_warnings():
@@ -119,14 +127,17 @@ def interleaved(site: Path, photos: Path, per_layer: int) -> dict:
                 agreement[layer] = max(agreement.get(layer, 0.0),
                                        float((mine - maps[0] * entries[0]["value"]).abs().max()) / scale)
         ours[layer], captum[layer] = statistics.median(ours_s), statistics.median(captum_s)
-    x = torch.stack([loaded.transform(open_image(p)) for p in sorted(photos.glob("*.jpg"))[:8]])
+        todays[layer] = statistics.median(todays_s)
+    x = torch.stack([loaded.transform(open_image(p)) for p in sorted(photos.glob("*.jpg"))[:8]]).to(device)
     with torch.no_grad():
         model(x)  # warm-up
         start = time.perf_counter()
         model(x)
         forward = (time.perf_counter() - start) / len(x)
     dn.release()
-    return {"ours_per_unit_s": ours, "captum_per_unit_s": captum, "forward_per_image_s": forward,
+    base.release()
+    return {"ours_per_unit_s": ours, "todays_engine_per_unit_s": todays, "captum_per_unit_s": captum,
+            "forward_per_image_s": forward,
             "largest_relative_difference": agreement}
 
 
@@ -140,6 +151,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default="bench_microscope.json")
+    parser.add_argument("--device", default="cpu",
+                        help="where the paired timings run (ours, today's engine, Captum); the build runs on the CPU")
+    parser.add_argument("--baseline", default=BASE_COMMIT, help="the commit whose engine is today's")
     args = parser.parse_args()
     if not args.photos.is_dir():
         raise SystemExit(f"no photos at {args.photos}; give a folder of photos with --photos")
@@ -151,7 +165,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours = build_site(args.photos, Path(tmp) / "site", args.count, args.channels, args.batch_size, args.workers)
         print(json.dumps(ours, default=float), flush=True)
-        paired = interleaved(Path(tmp) / "site", args.photos, args.captum_units)
+        paired = interleaved(Path(tmp) / "site", args.photos, args.captum_units, torch.device(args.device),
+                             TodaysEngine(args.baseline))
     total_units = sum(full_units.values())
     scan_full = ours["scan_s"] / ours["images"] * FULL_IMAGES
     # Per unit: the paired timing of the projection, plus the build's JPEG strips per unit (measured in the build).
@@ -182,10 +197,11 @@ def main() -> None:
           f"{ours['units']} units: {ours['total_s']:.1f}s (scan {ours['scan_s']:.1f}s, projections "
           f"{sum(v['seconds'] for v in ours['projections'].values()):.1f}s, sprites {ours['sprites_s']:.1f}s, "
           f"pages {ours['pages_s']:.1f}s)")
-    print(f"{'layer':12} {'units':>6} {'ours s/unit':>12} {'captum s/unit':>14} {'ratio':>6} {'full ours s':>12} "
-          f"{'full captum s':>14}")
+    print(f"{'layer':12} {'units':>6} {'ours s/unit':>12} {'today s/unit':>13} {'captum s/unit':>14} {'ratio':>6} "
+          f"{'full ours s':>12} {'full captum s':>14}")
     for layer in layers:
         print(f"{layer:12} {full_units[layer]:>6} {paired['ours_per_unit_s'][layer]:>12.3f} "
+              f"{paired['todays_engine_per_unit_s'][layer]:>13.3f} "
               f"{paired['captum_per_unit_s'][layer]:>14.3f} "
               f"{paired['captum_per_unit_s'][layer] / paired['ours_per_unit_s'][layer]:>6.1f} "
               f"{projections_full[layer]:>12.0f} {captum_projections[layer]:>14.0f}")

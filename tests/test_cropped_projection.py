@@ -5,13 +5,38 @@ import functools
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import deconvnet
 from test_networks import randomized_batchnorm
 from tolerance import assert_same_projection, network_sums
 
+
+class DilatedStrided(nn.Module):
+    """Strided and dilated convolutions, a ceil-mode overlapping pool, zero padding and a residual sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 2, 0, 1))
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(8, 16, 3, stride=2, padding=2, dilation=2, groups=8)
+        self.relu3 = nn.ReLU()
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.conv1(self.pad(x))))
+        x = self.relu2(self.conv2(x)) + x
+        return self.relu3(self.conv3(x))
+
+
 CASES = [
-    # (model, input size, layer) - strides, overlapping and ceil-mode pools, residual paths
+    # (model, input size, layer) - strides, overlapping and ceil-mode pools, residual paths, dilated
+    # and grouped convolutions, depthwise ones with ReLU6, channel concatenation, SE gates
+    ("dilated", 45, "relu3"), ("dilated", 45, "relu2"), ("mobilenet_v2", 64, "features.6.conv.2"),
+    ("mobilenet_v3_small", 64, "features.4.block.3.0"),
     ("vgg11_bn", 64, "features.11"),
     ("alexnet", 99, "features.5"),
     ("zfnet", 99, "features.8"),
@@ -23,6 +48,8 @@ CASES = [
 @functools.lru_cache(maxsize=None)
 def build(name):
     torch.manual_seed(0)
+    if name == "dilated":
+        return DilatedStrided().eval()
     model = deconvnet.ZFNet() if name == "zfnet" else torchvision.models.get_model(name, weights=None)
     return randomized_batchnorm(model).eval()
 
@@ -38,11 +65,19 @@ def test_cropped_equals_full(name, size, layer, mode):
         # corners, borders and the middle, two units sharing an image, one image left out
         units = [(0, 1, (0, 0)), (0, 2, (height // 2, width // 2)), (1, channels - 1, (height - 1, width - 1)),
                  (1, 0, (0, width - 1)), (2, 3, (height - 1, 1))]
-        cropped = dn.project_units(x, layer, units, mode=mode, crop=True)
-        full = dn.project_units(x, layer, units, mode=mode, crop=False)
-    assert [u.value for u in cropped.units] == pytest.approx([u.value for u in full.units], rel=1e-4, abs=1e-5)
-    # the window and the full image are different convolution sizes: their kernels sum in other orders
-    assert_same_projection(cropped.maps, full.maps, **network_sums(model))
+        assert_equals_full_pass(dn, x, layer, units, mode)
+
+
+def assert_equals_full_pass(dn, x, layer, units, mode):
+    """The default path (input windows, cone-restricted backward) against the full pass.
+
+    float32: the windows' and boxes' convolutions add the same products as the full map's, but
+    the kernels may group them differently (AVX2 vs AVX-512, direct vs im2col), so they agree up
+    to accumulation order (tests/tolerance.py)."""
+    fast = dn.project_units(x, layer, units, mode=mode)
+    full = dn.project_units(x, layer, units, mode=mode, crop=False)
+    assert [u.value for u in fast.units] == pytest.approx([u.value for u in full.units], rel=1e-4, abs=1e-5)
+    assert_same_projection(fast.maps, full.maps, **network_sums(dn.model))
 
 
 def test_projection_is_zero_outside_the_receptive_field():

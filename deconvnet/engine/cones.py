@@ -178,7 +178,7 @@ class ConePlan:
         if isinstance(step, (ChannelScale, Passthrough)):
             return self._placed(sources, step(values, None, rule), _origins(signal.boxes))
         if isinstance(step, Sum) and all(len(shape) == 4 and shape[1:] == self.record.shapes[node][1:]
-                                         for shape in saved):
+                                         for shape in saved or ()):
             return self._placed(sources, [values] * len(sources), _origins(signal.boxes))
         if isinstance(step, Split) and step.dim in (1, -3):
             return self._placed(sources, list(values.split(saved, dim=1)), _origins(signal.boxes))

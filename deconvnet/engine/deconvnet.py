@@ -25,9 +25,10 @@ from .receptive import ReceptiveField
 from .recorder import Recorder
 from .relu import ReluRule, relu_rule
 from .validate import check_unit
-from .windows import cut, group_by_size, plan_windows
+from .windows import cut, group_by_size, plan_jobs
 
 BACKWARD_CHUNK = 16  # units carried down together
+WINDOW_CHUNK = 8  # input windows run forward together
 RENDERER = "deconvnet.render"  # draws Projection.to_image() and .show()
 
 
@@ -170,7 +171,9 @@ class Deconvnet(FeatureExtractor):
                 # one unit per image, in order: the records serve as they are
                 rows = None if one_per_image and len(chunk) == len(chosen) else (
                     torch.tensor([u.image for u in chunk], device=x.device))
-                positions = [u.position for u in chunk] if cones and activation.dim() == 4 else None
+                positions = [u.position for u in chunk if u.position is not None] if cones else None
+                if positions is not None and len(positions) < len(chunk):
+                    positions = None  # a 1-D layer: no cone
                 maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule, positions))
         return Projection(torch.cat(maps), chosen, target)
 
@@ -186,24 +189,24 @@ class Deconvnet(FeatureExtractor):
         full_shape = self._output_shape(target, x)
         for image, channel, position in units:
             check_unit(target.name, target.kind, full_shape, x.shape[0], image, channel, position)
-        windows = plan_windows(units, field, (height, width))
         stride_y, stride_x = field.stride
         maps = x.new_zeros(len(units), x.shape[1], height, width)
         chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
-        for images in group_by_size(windows):
-            batch = torch.stack([cut(x[image], windows[image]) for image in images])  # (G, C, h, w)
-            rows = [row for row, unit in enumerate(units) if unit[0] in images]
-            local = []
-            for row in rows:
-                image, channel, (y, x_) = units[row]
-                window = windows[image]
-                local.append((images.index(image), channel, (y - window.top // stride_y, x_ - window.left // stride_x)))
-            projection = self._project_full(batch, target, local, rule, cones)
-            for row, local_map, unit in zip(rows, projection.maps, projection.units):
-                image, channel, position = units[row]
-                window = windows[image]
-                maps[row, :, window.top:window.top + window.height, window.left:window.left + window.width] = local_map
-                chosen[row] = Unit(image, channel, tuple(position), unit.value)
+        for group in group_by_size(plan_jobs(units, field, (height, width))):
+            # chunks of windows bound the memory of one forward pass
+            for start in range(0, len(group), WINDOW_CHUNK):
+                jobs = group[start:start + WINDOW_CHUNK]
+                batch = torch.stack([cut(x[job.image], job.window) for job in jobs])  # (G, C, h, w)
+                placed = [(row, job.window) for job in jobs for row in job.rows]
+                local = [(index, units[row][1], (units[row][2][0] - job.window.top // stride_y,
+                                                 units[row][2][1] - job.window.left // stride_x))
+                         for index, job in enumerate(jobs) for row in job.rows]
+                projection = self._project_full(batch, target, local, rule, cones)
+                for (row, window), local_map, unit in zip(placed, projection.maps, projection.units):
+                    image, channel, position = units[row]
+                    maps[row, :, window.top:window.top + window.height, window.left:window.left + window.width] = (
+                        local_map)
+                    chosen[row] = Unit(image, channel, tuple(position), unit.value)
         return Projection(maps, chosen, target)
 
     def _output_shape(self, target: Layer, x: Tensor) -> torch.Size:

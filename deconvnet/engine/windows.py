@@ -7,39 +7,67 @@ only a window of each image needs to run forward and back.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor
 
 from .receptive import Box, ReceptiveField
 
 
-def plan_windows(
-    units: list[tuple[int, int, tuple[int, int]]], field: ReceptiveField, image_size: tuple[int, int]
-) -> dict[int, Box]:
-    """For each image, the union of its units' fields inside the image, its start moved back to a
-    multiple of the layer's stride, so every pooling and strided grid stays aligned with the full
-    image's and the image border keeps the model's own padding.
+class Job(NamedTuple):
+    """One forward pass over ``window`` of image ``image``, for the units ``rows`` (indices in the request)."""
+
+    image: int
+    window: Box
+    rows: list[int]
+
+
+def plan_jobs(units: list[tuple[int, int, tuple[int, int]]], field: ReceptiveField,
+              image_size: tuple[int, int]) -> list[Job]:
+    """The forward passes for ``units``: each image's units share one window, the union of their
+    fields, unless that union holds more pixels than their separate fields together (units far
+    apart in a large image), then each unit gets its own. Every window starts at a multiple of the
+    layer's stride, so every pooling and strided grid stays aligned with the full image's, and the
+    image border keeps the model's own padding.
 
     >>> field = ReceptiveField((5, 5), (2, 2), (-2, -2))
-    >>> plan_windows([(0, 1, (3, 3))], field, (16, 16))
-    {0: Box(top=4, left=4, height=5, width=5)}
+    >>> plan_jobs([(0, 1, (3, 3)), (0, 2, (3, 4))], field, (16, 16))
+    [Job(image=0, window=Box(top=4, left=4, height=5, width=7), rows=[0, 1])]
+    >>> [job.window for job in plan_jobs([(0, 1, (0, 0)), (0, 2, (7, 7))], field, (16, 16))]
+    [Box(top=0, left=0, height=3, width=3), Box(top=12, left=12, height=4, width=4)]
     """
     height, width = image_size
-    windows: dict[int, Box] = {}
-    for image, _, (y, x) in units:
-        box = field.box(y, x, (height, width)).clipped(height, width)
-        windows[image] = union_box(windows[image], box) if image in windows else box
-    stride_y, stride_x = field.stride
-    for image, box in windows.items():
-        top, left = box.top - box.top % stride_y, box.left - box.left % stride_x
-        windows[image] = Box(top, left, box.top + box.height - top, box.left + box.width - left)
-    return windows
+    rows_of: dict[int, list[int]] = {}
+    for row, (image, _, _) in enumerate(units):
+        rows_of.setdefault(image, []).append(row)
+    jobs = []
+    for image, rows in rows_of.items():
+        boxes = [_aligned(field.box(*units[row][2], (height, width)).clipped(height, width), field.stride)
+                 for row in rows]
+        union = boxes[0]
+        for box in boxes[1:]:
+            union = union_box(union, box)
+        if _area(union) <= sum(map(_area, boxes)):
+            jobs.append(Job(image, union, rows))
+        else:
+            jobs.extend(Job(image, box, [row]) for row, box in zip(rows, boxes))
+    return jobs
 
 
-def group_by_size(windows: dict[int, Box]) -> list[list[int]]:
-    """Images whose windows have the same size: each group runs as one batch."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for image, box in windows.items():
-        groups.setdefault((box.height, box.width), []).append(image)
+def _aligned(box: Box, stride: tuple[int, ...]) -> Box:
+    top, left = box.top - box.top % stride[0], box.left - box.left % stride[1]
+    return Box(top, left, box.top + box.height - top, box.left + box.width - left)
+
+
+def _area(box: Box) -> int:
+    return box.height * box.width
+
+
+def group_by_size(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs whose windows have the same size: each group runs as one batch."""
+    groups: dict[tuple[int, int], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.window.height, job.window.width), []).append(job)
     return list(groups.values())
 
 

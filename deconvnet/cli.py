@@ -29,7 +29,7 @@ EXIT_STATUSES = f"""exit status:
 # Commands that live in their own module under deconvnet/commands/: each module defines
 # add_parser(commands) (argparse only, no heavy imports) and run(args) -> exit status.
 COMMAND_MODULES: tuple[str, ...] = (
-    "correspondence", "evolution", "filters", "invariance", "microscope", "sanity",
+    "correspondence", "evolution", "filters", "invariance", "microscope", "sanity", "serve",
 )
 
 

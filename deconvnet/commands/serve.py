@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args.model, weights=args.weights)
     compare = None if args.compare is None else load(args.model, weights=args.compare)
     site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=_model_identity(loaded))
-    explorer = Explorer(loaded, compare=compare, site=site, images=images, max_pixels=args.max_pixels)
+    explorer = Explorer(loaded, compare=compare, site=site, images=images, max_pixels=args.max_pixels,
+                        photo_pattern="*" if args.images else "*.jpg")  # assets/: the photos, not the figures
     app = App(explorer, queue_size=max(1, args.queue), max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
               site=None if args.site is None else Path(args.site))
     if args.host not in LOCAL_HOSTS:

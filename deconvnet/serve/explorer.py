@@ -17,6 +17,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,12 +162,14 @@ class Explorer:
     """
 
     def __init__(self, loaded: LoadedModel, *, compare: LoadedModel | None = None, site: SiteContext | None = None,
-                 images: str | Path | None = None, max_pixels: int | None = None) -> None:
+                 images: str | Path | None = None, max_pixels: int | None = None,
+                 photo_pattern: str = "*") -> None:
         self.loaded = loaded
         self.compare = compare
         self.site = site
         self.images_root = None if images is None else Path(images).resolve()
         self.max_pixels = max_pixels
+        self.photo_pattern = photo_pattern  # which of the folder's images the page offers (uploads: any)
         self._dn = {"main": Deconvnet(loaded.model)}
         if compare is not None:
             self._dn["compare"] = Deconvnet(compare.model)
@@ -192,7 +195,7 @@ class Explorer:
         if self.images_root is None:
             return []
         return [path.relative_to(self.images_root).as_posix() for path in list_images(self.images_root)
-                if path.resolve().is_relative_to(self.images_root)]
+                if path.resolve().is_relative_to(self.images_root) and fnmatch(path.name, self.photo_pattern)]
 
     def add_image(self, data: bytes, name: str = "upload") -> Input:
         """Decode uploaded bytes as ``open_image`` decodes a file; the same message when it cannot."""

@@ -132,15 +132,18 @@ def test_the_grid_has_every_channel_with_its_peak_and_map(client, photos):
         assert row["peak"] == float(peaks[c]) and activation[c, row["y"], row["x"]] == peaks[c]
         assert row["mean"] == pytest.approx(float(activation[c].mean()), rel=1e-6)
     assert grid["strongest"] == int(peaks.argmax())
-    # The sprite: channel c's tile is its map on the layer's scale, each value repeated over a square.
+    # The sprite: channel c's tile is its map scaled to its own peak, each value repeated over a square.
     sheet = _picture(client, grid["sprite"])
     tile_h, tile_w = grid["tile"]
     factor = tile_h // 16
     c = 4
     row, column = divmod(c, grid["columns"])
     tile = sheet[row * tile_h:(row + 1) * tile_h, column * tile_w:(column + 1) * tile_w]
-    expected = np.floor(activation[c].clamp(min=0).numpy() / float(peaks.max()) * 255 + 0.5)
-    assert np.array_equal(tile[::factor, ::factor], expected.astype(np.uint8))
+    expected = np.floor(activation[c].clamp(min=0).numpy() / float(peaks[c]) * 255 + 0.5)
+    assert peaks[c] > 0 and expected.std() > 0
+    # v / peak is rounded in float32 there and here: a value on a .5 boundary may land one level apart.
+    assert np.abs(tile[::factor, ::factor].astype(int) - expected).max() <= 1
+    assert np.array_equal(tile, tile[::factor, ::factor].repeat(factor, 0).repeat(factor, 1))
 
 
 @pytest.mark.parametrize("mode", ["deconvnet", "guided", "backprop"])

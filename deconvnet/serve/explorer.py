@@ -44,7 +44,10 @@ from .context import SiteContext
 PERCENTILE = 99.5  # deconv visualize's default display clipping
 TILE = 40  # a grid tile's longer side in pixels, about
 GRID_COLUMNS = 32
-IMAGES_KEPT = 32  # decoded inputs kept for later requests (oldest dropped first)
+IMAGES_KEPT = 16  # decoded inputs kept for later requests (oldest dropped first)
+# Larger photos are shrunk to this long side once decoded, which bounds the memory the kept inputs take
+# (16 x 1536 x 1536 x 3 bytes, 113 MB at most); the model sees a few hundred pixels anyway.
+KEPT_SIDE = 1536
 RESULTS_KEPT = 64  # computed pictures kept until the page fetches them
 BOX_COLOUR = (255, 0, 0)  # as the visualize figure's outline
 
@@ -124,15 +127,16 @@ def display_crop(loaded: LoadedModel, projection: Tensor, box: Sequence[int],
 def sprite(activation: Tensor, columns: int = GRID_COLUMNS) -> tuple[np.ndarray, tuple[int, int]]:
     """Every channel's map as one grey image of tiles, row-major by channel; and the tile size (h, w).
 
-    The layer shares one scale (its largest activation is white, zero and below black),
-    so weak channels look weak. Small maps are enlarged by repeating pixels, large ones shrunk.
+    Each tile is scaled to its channel's own peak (white; zero and below black), so the
+    pattern of a weak channel shows too: its strength is the peak printed under the tile
+    and the sort order. Small maps are enlarged by repeating pixels, large ones shrunk.
     """
     maps = activation.detach().float().cpu()
     if maps.dim() == 1:  # a fully connected layer: one value per channel
         maps = maps[:, None, None]
     channels, height, width = maps.shape
-    peak = float(maps.max()) if maps.numel() else 0.0
-    scaled = (maps.clamp(min=0) / peak if peak > 0 else torch.zeros_like(maps)) * 255
+    peaks = maps.reshape(channels, -1).amax(1).clamp(min=0)[:, None, None]
+    scaled = torch.where(peaks > 0, maps.clamp(min=0) / torch.where(peaks > 0, peaks, 1), 0) * 255
     levels = (scaled + 0.5).clamp(0, 255).to(torch.uint8).numpy()
     factor = max(1, TILE // max(height, width))
     tile_h, tile_w = height * factor, width * factor
@@ -231,6 +235,8 @@ class Explorer:
         return photo
 
     def _keep(self, key: str, name: str, photo: Image.Image) -> Input:
+        if max(photo.size) > KEPT_SIDE:
+            photo.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.LANCZOS)
         x = self.loaded.transform(photo)[None]
         picture = Input(key, name, photo, x, self.loaded.transform.to_uint8(x[0]))
         self._inputs.put(key, picture)

@@ -28,7 +28,7 @@ from .worker import Busy, ModelWorker, Superseded
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-WAIT_SECONDS = 30.0  # a request waiting longer for the model is answered 503
+WAIT_SECONDS = 20.0  # a request waiting longer for the model is answered 503 (well before a client gives up)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # The page loads nothing from elsewhere; the webcam's frames are blobs of the page itself.
 PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "

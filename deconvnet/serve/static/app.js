@@ -176,7 +176,7 @@
     });
     $("grid").replaceChildren(...tiles);
     $("grid-title").textContent = "every channel of " + (grid.alias || grid.layer) + ": " + grid.channels.length +
-      " maps, " + grid.map.join("x") + " each (white: the layer's strongest activation)";
+      " maps, " + grid.map.join("x") + " each (white: each channel's own peak, printed under it)";
     sortTiles();
     state.gridsShown += 1;
     $("grid").dataset.shown = state.gridsShown;

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -313,6 +314,15 @@ def test_a_full_queue_is_refused_at_once_and_a_newer_request_supersedes():
         worker.close()
 
 
+def _resident_mb() -> float:
+    """This process's resident memory (the server runs in it), from /proc (0 where there is none)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0.0
+    line = next(line for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def test_a_flood_of_requests_is_answered_and_bounded(photos):
     app = _app(photos, queue_size=4)
     with running(app) as url:
@@ -332,8 +342,12 @@ def test_a_flood_of_requests_is_answered_and_bounded(photos):
                     answers.append((answer.status_code, time.monotonic() - start))
             return answers
 
+        resident = _resident_mb()
         with ThreadPoolExecutor(20) as pool:
             answers = [one for result in pool.map(one_client, range(20)) for one in result]
+        grown = _resident_mb() - resident
+        print(f"flood: resident memory {resident:.0f} MB before, grew by {grown:.0f} MB")
+        assert grown < 300  # bounded: the queue, the kept inputs and pictures are all capped
         statuses = [status for status, _ in answers]
         assert len(answers) == 200 and set(statuses) <= {200, 429, 503}
         assert 429 in statuses and 200 in statuses and max(seconds for _, seconds in answers) < 30
@@ -351,6 +365,27 @@ def test_without_the_extra_the_command_says_how_to_install_it(monkeypatch, capsy
     assert main(["serve"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and 'pip install "deconvnet[serve]"' in error
+
+
+def test_the_command_prints_the_url_serves_and_stops_on_ctrl_c(run_python):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_python("-m", "deconvnet.cli", "serve", "--port", str(port), timeout=120)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    server = run_python("-m", "deconvnet.cli", "serve", "--model", "tiny-zfnet", "--weights", "random",
+                        "--port", str(port), background=True)
+    try:
+        line = server.stdout.readline()
+        assert f"at http://127.0.0.1:{port}/" in line
+        assert httpx.get(f"http://127.0.0.1:{port}/api/model", timeout=30).json()["photos"] == [
+            "astronaut.jpg", "cat.jpg", "coffee.jpg"]  # the shipped photos, not the README's figures
+        server.send_signal(signal.SIGINT)
+        _, error = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 130 and error.strip() == "deconv serve: stopped"
 
 
 def test_importing_deconvnet_and_help_load_no_web_stack(run_python):

@@ -24,6 +24,20 @@ def default_images() -> Path:
     return package / "photos"
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (in use, not an address of this machine), or None."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def add_parser(commands) -> None:
     parser = commands.add_parser("serve", help="a live explorer in the browser: every channel of a layer, "
                                                "click a unit for its projections (needs deconvnet[serve])")
@@ -61,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if not images.is_dir():
         print(f"deconv: error: --images must be a folder of photos; {images} is not a folder", file=sys.stderr)
         return EXIT_USAGE
+    problem = _cannot_listen(args.host, args.port)  # found before the model loads, not after
+    if problem:
+        print(f"deconv: error: cannot listen on {args.host}:{args.port} ({problem}); choose another --port or --host",
+              file=sys.stderr)
+        return EXIT_USAGE
     loaded = load(args.model, weights=args.weights)
     compare = None if args.compare is None else load(args.model, weights=args.compare)
     site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=_model_identity(loaded))
@@ -71,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in LOCAL_HOSTS:
         print(f"warning: listening on {args.host}: anyone who can reach this port can run the model on this machine",
               file=sys.stderr)
-    started = serve(app, host=args.host, port=args.port,
-                    ready=lambda url: print(f"{loaded.name} ({len(explorer.layers)} layers) at {url}  "
-                                            "(Ctrl-C to stop)", flush=True))
+    try:
+        started = serve(app, host=args.host, port=args.port,
+                        ready=lambda url: print(f"{loaded.name} ({len(explorer.layers)} layers) at {url}  "
+                                                "(Ctrl-C to stop)", flush=True))
+    except KeyboardInterrupt:  # uvicorn stops cleanly on Ctrl-C, then passes it on
+        started = True
     if not started:
         print(f"deconv: error: cannot listen on {args.host}:{args.port} (in use, or not this machine's address); "
               "choose another --port or --host", file=sys.stderr)

@@ -15,6 +15,7 @@ import io
 import math
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -265,6 +266,7 @@ class Explorer:
 
     def grid(self, image_id: str, layer: str) -> dict:
         """Every channel of ``layer`` for the image: peak, its position, mean, and one sprite of all maps."""
+        started = time.perf_counter()
         picture = self.input(image_id)
         dn = self._dn["main"]
         name = dn.layer(layer).name
@@ -284,7 +286,8 @@ class Explorer:
         columns = min(GRID_COLUMNS, activation.shape[1])
         return {"image": image_id, "layer": name, "alias": dn.layer(name).alias, "channels": channels,
                 "map": list(activation.shape[2:]) or [1, 1], "tile": [tile_h, tile_w], "columns": columns,
-                "sprite": f"/api/result/{self._store(sheet)}.png", "strongest": ranked[0].channel}
+                "sprite": f"/api/result/{self._store(sheet)}.png", "strongest": ranked[0].channel,
+                "seconds": time.perf_counter() - started}  # the model's share of the answer's time
 
     # -- one unit -----------------------------------------------------------------------
     def unit(self, image_id: str, layer: str, channel: int, position: tuple[int, int] | None = None,
@@ -293,6 +296,7 @@ class Explorer:
         if which not in self._dn:
             raise DeconvError("no second checkpoint to compare: start the server with --compare WEIGHTS"
                               if which == "compare" else f"unknown model {which!r}: expected main or compare")
+        started = time.perf_counter()
         rules = _modes(list(DEFAULT_MODES) if modes is None else modes)
         picture = self.input(image_id)
         dn, loaded = self._dn[which], self.loaded if which == "main" else self.compare
@@ -325,6 +329,7 @@ class Explorer:
         if self.site is not None and which == "main":
             peak = self._channel_peak(image_id, target.name, unit.channel)
             answer["context"] = self.site.unit(target.name, unit.channel, peak)
+        answer["seconds"] = time.perf_counter() - started
         return answer
 
     def _channel_peak(self, image_id: str, layer: str, channel: int) -> float:

@@ -29,6 +29,14 @@
     return body;
   }
 
+  // A download link's JSON as a blob URL; the slot's previous one is released (the webcam makes many).
+  const blobs = {};
+  function jsonUrl(slot, value) {
+    if (blobs[slot]) URL.revokeObjectURL(blobs[slot]);
+    blobs[slot] = URL.createObjectURL(new Blob([JSON.stringify(value, null, 2)], {type: "application/json"}));
+    return blobs[slot];
+  }
+
   function query(values) {
     return Object.entries(values).filter(([, v]) => v !== null && v !== undefined)
       .map(([k, v]) => encodeURIComponent(k) + "=" + encodeURIComponent(v)).join("&");
@@ -175,8 +183,10 @@
       return tile;
     });
     $("grid").replaceChildren(...tiles);
-    $("grid-title").textContent = "every channel of " + (grid.alias || grid.layer) + ": " + grid.channels.length +
-      " maps, " + grid.map.join("x") + " each (white: each channel's own peak, printed under it)";
+    $("grid-title").replaceChildren("every channel of " + (grid.alias || grid.layer) + ": " + grid.channels.length +
+      " maps, " + grid.map.join("x") + " each (white: each channel's own peak, printed under it) ",
+      element("a", {className: "download", href: jsonUrl("grid", grid), textContent: "numbers (JSON)",
+                    download: (grid.alias || grid.layer) + "_channels.json"}));
     sortTiles();
     state.gridsShown += 1;
     $("grid").dataset.shown = state.gridsShown;
@@ -263,11 +273,10 @@
   function unitPanel(unit) {
     const panels = [figure(unit.input, "input"), figure(unit.patch, "image patch"),
       ...unit.projections.map((one) => figure(one.url, one.title, "projection " + one.mode))];
-    const json = new Blob([JSON.stringify(unit, null, 2)], {type: "application/json"});
     const downloads = element("p", {}, [
       element("a", {className: "download", href: "/api/figure.png?" + unitQuery(), textContent: "figure (PNG)",
                     download: ""}),
-      element("a", {className: "download", href: URL.createObjectURL(json), textContent: "numbers (JSON)",
+      element("a", {className: "download", href: jsonUrl(unit.which, unit), textContent: "numbers (JSON)",
                     download: unit.layer + "_c" + unit.channel + ".json"})]);
     return [element("h3", {textContent: unit.title}),
             element("p", {className: "meta", textContent: unit.subtitle + (unit.which === "compare"
@@ -282,6 +291,7 @@
       const unit = await api("/api/unit?" + unitQuery("main"));
       if (!unit) return;
       if (unit.channel !== state.channel) return;  // the user moved on meanwhile
+      state.unit = unit;
       $("unit").replaceChildren(...unitPanel(unit));
       $("context").replaceChildren(...contextPanel(unit));
       if (state.model.compare) {

@@ -301,7 +301,9 @@ def test_a_full_queue_is_refused_at_once_and_a_newer_request_supersedes():
     gate = threading.Event()
     try:
         running_job = worker.submit(gate.wait)
-        time.sleep(0.1)  # the worker has taken it
+        deadline = time.monotonic() + 10
+        while worker.waiting and time.monotonic() < deadline:  # until the worker has taken it
+            time.sleep(0.01)
         stale, fresh = worker.submit(lambda: "old", key="tab/grid"), worker.submit(lambda: "new", key="tab/grid")
         with pytest.raises(Busy):
             worker.submit(lambda: None)

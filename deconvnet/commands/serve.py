@@ -62,12 +62,6 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"deconv: error: {INSTALL_HINT} (missing: {', '.join(missing)})", file=sys.stderr)
         return EXIT_USAGE
-    from ..models import load
-    from ..serve.context import SiteContext
-    from ..serve.explorer import Explorer
-    from ..serve.server import LOCAL_HOSTS, App, serve
-    from ..tasks.top9.compute import _model_identity
-
     if not 0 < args.port <= 65535:
         print(f"deconv: error: --port must be 1-65535, received {args.port}", file=sys.stderr)
         return EXIT_USAGE
@@ -80,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"deconv: error: cannot listen on {args.host}:{args.port} ({problem}); choose another --port or --host",
               file=sys.stderr)
         return EXIT_USAGE
+    # The checks above are instant; torch and the web stack load only now.
+    from ..models import load
+    from ..serve.context import SiteContext
+    from ..serve.explorer import Explorer
+    from ..serve.server import LOCAL_HOSTS, App, serve
+    from ..tasks.top9.compute import _model_identity
+
     loaded = load(args.model, weights=args.weights)
     compare = None if args.compare is None else load(args.model, weights=args.compare)
     site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=_model_identity(loaded))

@@ -450,6 +450,8 @@ def page(browser, server):
 
 def _loaded(page, selector: str) -> list[bool]:
     """Per image under ``selector``: loaded and not blank (drawn on a canvas, its pixels vary)."""
+    page.wait_for_function("selector => Array.from(document.querySelectorAll(selector)).every(i => i.complete)",
+                           arg=selector)  # a loaded machine may still be fetching some
     return page.eval_on_selector_all(selector, """imgs => imgs.map(img => {
         if (!img.complete || !img.naturalWidth) return false;
         const canvas = document.createElement("canvas");

@@ -44,6 +44,7 @@ GRAMMAR = """the same in every command that takes them:
 # The commands, grouped as `deconv --help` lists them; each is the module deconvnet.cli.<name>.
 COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("single image", ("visualize", "occlusion")),
+    ("in the browser", ("serve",)),
     ("image set", ("top9", "microscope", "evolution", "sanity")),
     ("analyses", ("filters", "invariance", "correspondence")),
     ("the model", ("layers", "models")),

@@ -33,10 +33,10 @@ from ..errors import DeconvError
 from ..models import LoadedModel
 from ..render import crop_with_padding, to_display
 from ..tasks.layers import layer_table
-from ..tasks.visualize import (
+from ..tasks.visualize.compute import (  # visualize's own rule check, order, titles and ranking
     DEFAULT_MODES,
     RULE_TITLES,
-    _modes,  # visualize's own check and order of the rules: both accept the same
+    check_modes,
     rule_note,
     strongest_channels,
 )
@@ -297,7 +297,7 @@ class Explorer:
             raise DeconvError("no second checkpoint to compare: start the server with --compare WEIGHTS"
                               if which == "compare" else f"unknown model {which!r}: expected main or compare")
         started = time.perf_counter()
-        rules = _modes(list(DEFAULT_MODES) if modes is None else modes)
+        rules = check_modes(list(DEFAULT_MODES) if modes is None else modes)
         picture = self.input(image_id)
         dn, loaded = self._dn[which], self.loaded if which == "main" else self.compare
         assert loaded is not None  # checked above

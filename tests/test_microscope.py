@@ -14,12 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import deconvnet.tasks.microscope.scan as scan_module
-import deconvnet.tasks.microscope.thumbnails as thumbnails_module
 from deconvnet.cli import main
+from deconvnet.dataset.accumulators import BINS, Histograms
 from deconvnet.errors import DeconvError
 from deconvnet.tasks.microscope import microscope
-from deconvnet.tasks.microscope.histogram import BINS, Histograms
 from top9_tiny import TRANSFORM, make_images, tiny_model
 
 K = 4
@@ -194,7 +192,7 @@ def test_incremental_build_computes_only_what_is_new_and_equals_one_build(site, 
     assert _tree(out) == _tree(reference)
 
 
-def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, monkeypatch):
+def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path):
     reference, _ = site
     root, _, labels = images
     out = tmp_path / "site"
@@ -209,16 +207,12 @@ def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, m
         return hook
 
     build = dict(layers="all", modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
-    monkeypatch.setattr(scan_module, "on_batch", stop_at(2))
     with pytest.raises(KeyboardInterrupt):
-        microscope(root, out, **build)
-    assert (out / "data" / ".scan-checkpoint.pt").exists()
-    monkeypatch.setattr(scan_module, "on_batch", None)
-    monkeypatch.setattr(thumbnails_module, "on_unit", stop_at(7))
+        microscope(root, out, on_batch=stop_at(2), **build)
+    assert (out / "data" / ".scan-checkpoint-rank0.pt").exists()
     with pytest.raises(KeyboardInterrupt):
-        microscope(root, out, **build)
-    assert not (out / "data" / ".scan-checkpoint.pt").exists()
-    monkeypatch.setattr(thumbnails_module, "on_unit", None)
+        microscope(root, out, on_unit=stop_at(7), **build)
+    assert not (out / "data" / ".scan-checkpoint-rank0.pt").exists()
     (out / "conv1_1" / "img" / ".3.guided.jpg.0123abcd.tmp").write_bytes(b"left by a killed run")
     (out / "data" / ".conv2_1.json.0123abcd.tmp").write_bytes(b"left by a killed run")
     summary = microscope(root, out, **build)
@@ -299,7 +293,7 @@ def test_a_folder_held_by_another_build_is_refused(images, tmp_path):
 
 
 def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monkeypatch):
-    import deconvnet.tasks.microscope.build as build_module
+    import deconvnet.dataset.runner as runner_module
 
     root, _, _ = images
     loaded = tiny_model(head=True)
@@ -307,6 +301,6 @@ def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monk
     module_to = torch.nn.Module.to
     monkeypatch.setattr(torch.nn.Module, "to",
                         lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
-    monkeypatch.setattr(build_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    monkeypatch.setattr(runner_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
     microscope(root, tmp_path / "site", layers=["features.0"], model=loaded, **SETTINGS)
     assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"

@@ -15,7 +15,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-import deconvnet.tasks.top9.compute as top9_module
+import deconvnet.dataset.runner as runner_module
 from deconvnet.cli import EXIT_FAILED, EXIT_USAGE, exit_status, main
 from deconvnet.dataset import images
 from deconvnet.errors import DeconvError, WriteError
@@ -51,7 +51,7 @@ def test_a_full_disk_while_saving_the_figure(tmp_path, monkeypatch, capsys):
 
 def test_a_full_disk_during_top9(tiny, tmp_path, monkeypatch, capsys):
     tiny.make_images(tmp_path / "images")
-    monkeypatch.setattr(top9_module, "load", lambda *args, **kwargs: tiny.model())
+    monkeypatch.setattr(runner_module, "load", lambda *args, **kwargs: tiny.model())
     monkeypatch.setattr(Path, "write_bytes", _disk_full)  # every file fileio writes goes through it
     status = main(["top9", str(tmp_path / "images"), "-o", str(tmp_path / "out"), "--layer", "relu1_1",
                    "--channels", "0", "--k", "2", "--workers", "0"])

@@ -24,6 +24,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0: in process)")
     parser.add_argument("--limit", type=int, help="use only the first N images")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--restart", action="store_true", help="discard the scans of an earlier run")
     _add_model_options(parser)
     parser._option_string_actions["--weights"].help = "not used: the checkpoints are the weights"
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeconvError("evolution takes its weights from the checkpoints; drop --weights")
     done = evolution(args.checkpoints, args.images, args.output, layer=args.layer, channels=args.channels,
                      model=args.model, mode=args.mode, batch_size=args.batch_size, workers=args.workers,
-                     limit=args.limit, restart=args.restart)
+                     limit=args.limit, device=args.device, restart=args.restart)
     changes = sum(w.changed for column in done.winners for w in column.values())
     print(f"{done.model} {done.layer}: {len(done.channels)} channels over {done.images} images at "
           f"{len(done.checkpoints)} checkpoints; the winning image changed {changes} times")

@@ -23,6 +23,8 @@ def add_parser(commands) -> None:
                         help="all (every conv and fully connected layer, default) or names/aliases: conv4_3,fc7")
     parser.add_argument("--modes", type=_modes, default=["deconvnet"],
                         help="projection rules, comma-separated: deconvnet (default), guided, backprop")
+    parser.add_argument("--channels", default="all",
+                        help="all (default), or e.g. 0-15,40: each layer's channels (a later build can add more)")
     parser.add_argument("--k", type=int, default=9, help="images per unit (default 9)")
     parser.add_argument("--labels", help="TSV file of file<TAB>label (default: the images' sub-folder names)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass of the scan (default 8)")
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     layers = "all" if args.layers.strip() == "all" else [n.strip() for n in args.layers.split(",") if n.strip()]
     summary = microscope(args.images, args.output, layers=layers, modes=args.modes, k=args.k, labels=args.labels,
+                         channels=None if args.channels.strip() == "all" else args.channels,
                          model=args.model, weights=args.weights, batch_size=args.batch_size, workers=args.workers,
                          limit=args.limit, device=args.device, restart=args.restart)
     print(f"{_count(len(summary.layers), 'layer')} over {_count(summary.images, 'image')}: scanned "

@@ -83,7 +83,7 @@ def expand(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Pat
         elif item.exists():
             found.append(item)
         else:
-            raise FileNotFoundError(f"no image, folder of images or list file at {item}")
+            raise FileNotFoundError(f"no image folder or list file at {item} (nor an image file)")
     return list(dict.fromkeys(found))
 
 
@@ -109,6 +109,20 @@ class ImageSet:
     @property
     def digest(self) -> str:
         return hashlib.sha256("\n".join(self.names).encode()).hexdigest()
+
+    def check_readable(self) -> None:
+        """A DeconvError now, before any work or output, unless some image of the set can be read.
+
+        The images are tried in order until one opens, so a usable set costs one extra decode.
+        """
+        failed = []
+        for index, path in enumerate(self.paths):
+            try:
+                open_image(path)
+                return
+            except UnreadableImage as error:
+                failed.append((index, str(error)))
+        self.refuse_if_unreadable(failed)
 
     def refuse_if_unreadable(self, skipped: Sequence[tuple[int, str]]) -> None:
         """A DeconvError naming what was skipped when not one image could be read."""
@@ -137,7 +151,7 @@ def image_set(images: str | os.PathLike, *, exclude: Path | None = None, limit: 
     """
     source = Path(images)
     if not source.exists():
-        raise DeconvError(f"no image folder, list file or image at {source}")
+        raise DeconvError(f"no image folder or list file at {source} (nor an image file)")
     outside = exclude.resolve() if exclude is not None else None
 
     def kept(path: Path) -> bool:

@@ -143,6 +143,7 @@ class Job:
         self.device = pick_device(options.device)
         check_output_folder(self.out)  # before any work; it is created once the arguments are known to be good
         self.images: ImageSet = image_set(images, exclude=self.out, limit=options.limit)
+        self.images.check_readable()
         self.group = Group()
 
     def model(self, model: str | LoadedModel, weights: Any = None) -> LoadedModel:

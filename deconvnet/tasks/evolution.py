@@ -157,14 +157,14 @@ def evolution(
     >>> evolution("runs/tiny/checkpoints", "runs/tiny/images", "out", model="tiny-zfnet",
     ...           layer="conv2", channels="0-7")                              # doctest: +SKIP
     """
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     if isinstance(checkpoints, (list, tuple)):
         paths = [Path(p) for p in checkpoints]
     else:
         paths = list_checkpoints(checkpoints)  # type: ignore[arg-type]
     if not paths:
         raise DeconvError("expected at least one checkpoint, received none")
-    job = Job(images, out_dir, RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit),
-              progress=progress)
+    job = Job(images, out_dir, options, progress=progress)
     out = job.out
     winners: list[dict[int, Winner]] = []
     cells: list[dict[int, np.ndarray]] = []

@@ -304,3 +304,61 @@ def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monk
     monkeypatch.setattr(runner_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
     microscope(root, tmp_path / "site", layers=["features.0"], model=loaded, **SETTINGS)
     assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
+
+
+def test_channels_build_a_first_site_that_a_later_build_extends(site, images, tmp_path):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    build = dict(modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
+    first = microscope(root, out, layers=["conv1_1", "logits"], channels="1,3", **build)
+    assert first.scanned == ["features.0", "head"] and first.projected == 2 * 2 * 2
+    assert [int(c) for c in json.loads((out / "data" / "conv1_1.json").read_text())["channels"]] == [1, 3]
+    assert sorted(p.stem for p in (out / "conv1_1").glob("[0-9]*.html")) == ["1", "3"]
+    second = microscope(root, out, layers="all", **build)
+    assert second.scanned == ["features.0", "features.3", "head"]  # the missing channels of the first two
+    assert second.projected == 2 * ((4 - 2) + 6 + (5 - 2))
+    assert _tree(out) == _tree(reference)
+
+
+def _site_script(tmp_path: Path, name: str, root: Path, out: Path, labels: Path, kill_at: int | None = None) -> Path:
+    """A build of every layer in both modes; with ``kill_at``, rank 1 SIGKILLs itself at that scan batch."""
+    script = tmp_path / name
+    script.write_text(f"""
+import os, signal
+from deconvnet.tasks.microscope import microscope
+from top9_tiny import tiny_model
+
+def killed(number):
+    if {kill_at!r} is not None and os.environ["RANK"] == "1" and number == {kill_at!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+microscope({str(root)!r}, {str(out)!r}, layers="all", modes={MODES!r}, labels={str(labels)!r},
+           model=tiny_model(head=True), on_batch=killed, **{SETTINGS!r})
+""")
+    return script
+
+
+def test_torchrun_two_processes_build_the_same_site_as_one(site, images, tmp_path, torchrun):
+    """Integer network: every value is exact, so the scan shards, the merged top-k and histograms, and the
+    projections split between the processes give byte-identical files."""
+    reference, summary = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    done = torchrun(_site_script(tmp_path, "ranks.py", root, out, labels), 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _tree(out) == _tree(reference)
+    assert not list(out.rglob(".scan-*")) and not (out / ".top9.lock").exists()
+
+
+def test_a_killed_two_process_build_resumes_to_the_same_site(site, images, tmp_path, torchrun):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    killed = torchrun(_site_script(tmp_path, "killed.py", root, out, labels, kill_at=1), 2)
+    assert killed.returncode != 0
+    assert (out / "data" / ".scan-checkpoint-rank1.pt").is_file(), killed.stderr[-3000:]  # its first batch
+    assert not (out / "data" / "top9.json").exists()
+    done = torchrun(_site_script(tmp_path, "resumed.py", root, out, labels), 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _tree(out) == _tree(reference)

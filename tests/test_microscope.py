@@ -362,3 +362,55 @@ def test_a_killed_two_process_build_resumes_to_the_same_site(site, images, tmp_p
     done = torchrun(_site_script(tmp_path, "resumed.py", root, out, labels), 2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _tree(out) == _tree(reference)
+
+
+def test_a_site_of_format_1_is_extended_without_a_rebuild(site, images, tmp_path):
+    """Format 1 kept "channels" (None: all) among the settings and no per-layer channel lists."""
+    import shutil
+
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    shutil.copytree(reference, out)
+    manifest = json.loads((out / "data" / "site.json").read_text())
+    assert manifest["format"] == 2 and manifest["channels"]["head"] == [0, 1, 2, 3, 4]
+    old = {key: value for key, value in manifest.items() if key not in ("format", "channels")}
+    old["settings"] = {**old["settings"], "channels": None}
+    (out / "data" / "site.json").write_text(json.dumps(old))
+    summary = microscope(root, out, layers=["conv2_1"], modes=["guided"], labels=labels, model=tiny_model(head=True),
+                         **SETTINGS)
+    assert summary.scanned == [] and summary.projected == 0
+    assert _tree(out) == _tree(reference)
+
+
+def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_path, torchrun):
+    """Rank 1 fails while projecting: rank 0, waiting for it, stops with its error instead of hanging."""
+    root, _, _ = images
+    script = tmp_path / "failing.py"
+    script.write_text(f"""
+import functools, os, pathlib, sys
+import deconvnet.dataset.runner as runner
+import deconvnet.tasks.microscope as m
+from deconvnet.cli import main
+from top9_tiny import tiny_model
+runner.load = lambda *args, **kwargs: tiny_model(head=True)
+
+def breaks(layer, channel, mode):
+    if os.environ["RANK"] == "1":
+        raise PermissionError(f"cannot write the strip of {{layer}} channel {{channel}}")
+
+m.microscope = functools.partial(m.microscope, on_unit=breaks)  # what the command calls
+status = main(["microscope", {str(root)!r}, "-o", {str(tmp_path / 'site')!r}, "--layers", "conv1_1", "--k", "2",
+               "--batch-size", "4", "--workers", "0"])
+pathlib.Path({str(tmp_path)!r}, "status_" + os.environ["RANK"]).write_text(str(status))
+sys.exit(status)
+""")
+    done = torchrun(script, 2, timeout=150)
+    assert done.returncode != 0
+    # torchrun ends the job when the first process exits: each process that got to report did so with
+    # rank 1's error and exit status 2 (bad input: a permission), and at least one did.
+    statuses = [path.read_text() for path in sorted(tmp_path.glob("status_*"))]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("deconv: error:")]
+    assert statuses and set(statuses) == {"2"}, done.stderr[-3000:]
+    assert lines and all(line.endswith("cannot write the strip of features.0 channel 1") for line in lines), lines
+    assert not (tmp_path / "site" / ".top9.lock").exists()

@@ -36,6 +36,7 @@ from .labels import read_labels, selectivity
 
 DATA = "data"
 MANIFEST = "site.json"  # data/site.json: the settings, layers, channels and modes of the site
+SITE_FORMAT = 2  # of site.json: 2 lists each layer's channels (format 1 kept "channels" among the settings)
 RESULTS = "top9.json"  # data/top9.json: every layer's results in the top9.json format, extended
 CHECKPOINT = ".scan-checkpoint.pt"  # one per process: .scan-checkpoint-rank<R>.pt
 RECORD = ".scan-finished.pt"  # the finished scan, until the layers' data files are written
@@ -199,8 +200,8 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
 
 def _manifest(settings: dict, layers: list[str], modes: list[str], folder_of: dict[str, str],
               channels: dict[str, list[int]]) -> dict:
-    return {"settings": settings, "layers": layers, "modes": modes, "folders": [folder_of[n] for n in layers],
-            "channels": {n: channels[n] for n in layers}}
+    return {"format": SITE_FORMAT, "settings": settings, "layers": layers, "modes": modes,
+            "folders": [folder_of[n] for n in layers], "channels": {n: channels[n] for n in layers}}
 
 
 def _read_tables(data: Path, layers: list[str], folder_of: dict[str, str]) -> tuple[dict[str, LayerResults], list]:
@@ -261,10 +262,13 @@ def _open_site(out: Path, settings: dict, restart: bool) -> dict:
         return {}
     except (OSError, ValueError) as error:
         raise DeconvError(f"cannot read {path} ({error}); re-run with --restart to rebuild the site") from error
-    if manifest.get("settings") == settings and not restart:
+    # A site of format 1 kept "channels" (the first n of each layer) among its settings; now each layer
+    # lists its channels, and more can be added.
+    before = {key: value for key, value in manifest.get("settings", {}).items()
+              if not (key == "channels" and manifest.get("format", 1) == 1)}
+    if before == settings and not restart:
         return manifest
     if not restart:
-        before = manifest.get("settings", {})
         differ = [key for key in settings if before.get(key) != settings[key]]
         raise DeconvError(f"{out} holds a site built with other settings (different {', '.join(differ)}); "
                           "choose another folder, or re-run with --restart to rebuild it")

@@ -1,10 +1,13 @@
 """Build or extend a microscope site: scan the new layers, project the new units, write the pages.
 
 The site's settings (model and weights, transform, image list, k, labels) are fixed when it
-is first built; a later build with the same settings adds layers and modes, computing only
-what is missing: layers without scan results are scanned (all of them in one pass), units
-without strips are projected, and the pages are rewritten. Every step leaves complete
-files, so an interrupted build resumes where it stopped and ends with the same site.
+is first built; a later build with the same settings adds layers, channels and modes,
+computing only what is missing: the channels without scan results are scanned (all layers in
+one pass of the dataset runner, :mod:`deconvnet.dataset.runner`), units without strips are
+projected, and the pages are rewritten. Every step leaves complete files, so an interrupted
+build resumes where it stopped and ends with the same site. Under ``torchrun
+--nproc-per-node N`` the scan and the projections are split between the processes; rank 0
+writes the data files, sprites and pages.
 """
 
 from __future__ import annotations

@@ -108,3 +108,28 @@ def test_bomb_size_comes_from_the_header_not_from_pillows_message(tmp_path, monk
     monkeypatch.setattr(Image, "_decompression_bomb_check", reworded)
     with pytest.raises(images.UnreadableImage, match="its header declares 60,000 pixels"):
         images.open_image(path)
+
+
+@pytest.mark.parametrize("command, checkpoint", [
+    (["top9", "--layer", "relu1_1"], ".top9-checkpoint-rank0.pt"),
+    (["microscope", "--layers", "conv1_1"], "data/.scan-checkpoint-rank0.pt"),
+])
+def test_a_full_disk_while_checkpointing_names_the_checkpoint(command, checkpoint, tiny, tmp_path, monkeypatch,
+                                                              capsys):
+    """The one checkpoint class of the dataset runner, under top9 and the microscope alike."""
+    tiny.make_images(tmp_path / "images")
+    monkeypatch.setattr(runner_module, "load", lambda *args, **kwargs: tiny.model(head=True))
+    write_bytes = Path.write_bytes
+
+    def full_for_checkpoints(self, data):
+        if "checkpoint" in self.name:
+            _disk_full()
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_checkpoints)
+    status = main([command[0], str(tmp_path / "images"), "-o", str(tmp_path / "out"), *command[1:], "--k", "2",
+                   "--workers", "0"])
+    assert status == EXIT_FAILED
+    line = capsys.readouterr().err.splitlines()[-1]  # after the progress bar and the skipped files' warnings
+    assert line.startswith(f"deconv: error: could not write {tmp_path / 'out' / checkpoint}: No space left on device")
+    assert not list((tmp_path / "out").rglob("*.tmp"))

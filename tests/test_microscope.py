@@ -14,12 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import deconvnet.tasks.microscope.scan as scan_module
-import deconvnet.tasks.microscope.thumbnails as thumbnails_module
 from deconvnet.cli import main
+from deconvnet.dataset.accumulators import BINS, Histograms
 from deconvnet.errors import DeconvError
 from deconvnet.tasks.microscope import microscope
-from deconvnet.tasks.microscope.histogram import BINS, Histograms
 from tolerance import assert_same_sums
 from top9_tiny import TRANSFORM, make_images, tiny_model
 
@@ -195,7 +193,7 @@ def test_incremental_build_computes_only_what_is_new_and_equals_one_build(site, 
     assert _tree(out) == _tree(reference)
 
 
-def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, monkeypatch):
+def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path):
     reference, _ = site
     root, _, labels = images
     out = tmp_path / "site"
@@ -210,16 +208,12 @@ def test_an_interrupted_build_resumes_to_the_same_site(site, images, tmp_path, m
         return hook
 
     build = dict(layers="all", modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
-    monkeypatch.setattr(scan_module, "on_batch", stop_at(2))
     with pytest.raises(KeyboardInterrupt):
-        microscope(root, out, **build)
-    assert (out / "data" / ".scan-checkpoint.pt").exists()
-    monkeypatch.setattr(scan_module, "on_batch", None)
-    monkeypatch.setattr(thumbnails_module, "on_unit", stop_at(7))
+        microscope(root, out, on_batch=stop_at(2), **build)
+    assert (out / "data" / ".scan-checkpoint-rank0.pt").exists()
     with pytest.raises(KeyboardInterrupt):
-        microscope(root, out, **build)
-    assert not (out / "data" / ".scan-checkpoint.pt").exists()
-    monkeypatch.setattr(thumbnails_module, "on_unit", None)
+        microscope(root, out, on_unit=stop_at(7), **build)
+    assert not (out / "data" / ".scan-checkpoint-rank0.pt").exists()
     (out / "conv1_1" / "img" / ".3.guided.jpg.0123abcd.tmp").write_bytes(b"left by a killed run")
     (out / "data" / ".conv2_1.json.0123abcd.tmp").write_bytes(b"left by a killed run")
     summary = microscope(root, out, **build)
@@ -304,7 +298,7 @@ def test_a_folder_held_by_another_build_is_refused(images, tmp_path):
 
 
 def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monkeypatch):
-    import deconvnet.tasks.microscope.build as build_module
+    import deconvnet.dataset.runner as runner_module
 
     root, _, _ = images
     loaded = tiny_model(head=True)
@@ -312,6 +306,116 @@ def test_the_callers_model_is_not_moved_to_another_device(images, tmp_path, monk
     module_to = torch.nn.Module.to
     monkeypatch.setattr(torch.nn.Module, "to",
                         lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
-    monkeypatch.setattr(build_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    monkeypatch.setattr(runner_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
     microscope(root, tmp_path / "site", layers=["features.0"], model=loaded, **SETTINGS)
     assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
+
+
+def test_channels_build_a_first_site_that_a_later_build_extends(site, images, tmp_path):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    build = dict(modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
+    first = microscope(root, out, layers=["conv1_1", "logits"], channels="1,3", **build)
+    assert first.scanned == ["features.0", "head"] and first.projected == 2 * 2 * 2
+    assert [int(c) for c in json.loads((out / "data" / "conv1_1.json").read_text())["channels"]] == [1, 3]
+    assert sorted(p.stem for p in (out / "conv1_1").glob("[0-9]*.html")) == ["1", "3"]
+    second = microscope(root, out, layers="all", **build)
+    assert second.scanned == ["features.0", "features.3", "head"]  # the missing channels of the first two
+    assert second.projected == 2 * ((4 - 2) + 6 + (5 - 2))
+    assert _tree(out) == _tree(reference)
+
+
+def _site_script(tmp_path: Path, name: str, root: Path, out: Path, labels: Path, kill_at: int | None = None) -> Path:
+    """A build of every layer in both modes; with ``kill_at``, rank 1 SIGKILLs itself at that scan batch."""
+    script = tmp_path / name
+    script.write_text(f"""
+import os, signal
+from deconvnet.tasks.microscope import microscope
+from top9_tiny import tiny_model
+
+def killed(number):
+    if {kill_at!r} is not None and os.environ["RANK"] == "1" and number == {kill_at!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+microscope({str(root)!r}, {str(out)!r}, layers="all", modes={MODES!r}, labels={str(labels)!r},
+           model=tiny_model(head=True), on_batch=killed, **{SETTINGS!r})
+""")
+    return script
+
+
+def test_torchrun_two_processes_build_the_same_site_as_one(site, images, tmp_path, torchrun):
+    """Integer network: every value is exact, so the scan shards, the merged top-k and histograms, and the
+    projections split between the processes give byte-identical files."""
+    reference, summary = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    done = torchrun(_site_script(tmp_path, "ranks.py", root, out, labels), 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _tree(out) == _tree(reference)
+    assert not list(out.rglob(".scan-*")) and not (out / ".top9.lock").exists()
+
+
+def test_a_killed_two_process_build_resumes_to_the_same_site(site, images, tmp_path, torchrun):
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    killed = torchrun(_site_script(tmp_path, "killed.py", root, out, labels, kill_at=1), 2)
+    assert killed.returncode != 0
+    assert (out / "data" / ".scan-checkpoint-rank1.pt").is_file(), killed.stderr[-3000:]  # its first batch
+    assert not (out / "data" / "top9.json").exists()
+    done = torchrun(_site_script(tmp_path, "resumed.py", root, out, labels), 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _tree(out) == _tree(reference)
+
+
+def test_a_site_of_format_1_is_extended_without_a_rebuild(site, images, tmp_path):
+    """Format 1 kept "channels" (None: all) among the settings and no per-layer channel lists."""
+    import shutil
+
+    reference, _ = site
+    root, _, labels = images
+    out = tmp_path / "site"
+    shutil.copytree(reference, out)
+    manifest = json.loads((out / "data" / "site.json").read_text())
+    assert manifest["format"] == 2 and manifest["channels"]["head"] == [0, 1, 2, 3, 4]
+    old = {key: value for key, value in manifest.items() if key not in ("format", "channels")}
+    old["settings"] = {**old["settings"], "channels": None}
+    (out / "data" / "site.json").write_text(json.dumps(old))
+    summary = microscope(root, out, layers=["conv2_1"], modes=["guided"], labels=labels, model=tiny_model(head=True),
+                         **SETTINGS)
+    assert summary.scanned == [] and summary.projected == 0
+    assert _tree(out) == _tree(reference)
+
+
+def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_path, torchrun):
+    """Rank 1 fails while projecting: rank 0, waiting for it, stops with its error instead of hanging."""
+    root, _, _ = images
+    script = tmp_path / "failing.py"
+    script.write_text(f"""
+import functools, os, pathlib, sys
+import deconvnet.dataset.runner as runner
+import deconvnet.tasks.microscope as m
+from deconvnet.cli import main
+from top9_tiny import tiny_model
+runner.load = lambda *args, **kwargs: tiny_model(head=True)
+
+def breaks(layer, channel, mode):
+    if os.environ["RANK"] == "1":
+        raise PermissionError(f"cannot write the strip of {{layer}} channel {{channel}}")
+
+m.microscope = functools.partial(m.microscope, on_unit=breaks)  # what the command calls
+status = main(["microscope", {str(root)!r}, "-o", {str(tmp_path / 'site')!r}, "--layers", "conv1_1", "--k", "2",
+               "--batch-size", "4", "--workers", "0"])
+pathlib.Path({str(tmp_path)!r}, "status_" + os.environ["RANK"]).write_text(str(status))
+sys.exit(status)
+""")
+    done = torchrun(script, 2, timeout=150)
+    assert done.returncode != 0
+    # torchrun ends the job when the first process exits: each process that got to report did so with
+    # rank 1's error and exit status 2 (bad input: a permission), and at least one did.
+    statuses = [path.read_text() for path in sorted(tmp_path.glob("status_*"))]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("deconv: error:")]
+    assert statuses and set(statuses) == {"2"}, done.stderr[-3000:]
+    assert lines and all(line.endswith("cannot write the strip of features.0 channel 1") for line in lines), lines
+    assert not (tmp_path / "site" / ".top9.lock").exists()

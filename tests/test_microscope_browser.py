@@ -156,6 +156,7 @@ def test_a_512_unit_layer_page_loads_within_a_second(tmp_path, page):
     import numpy as np
     from PIL import Image
 
+    from deconvnet.dataset.results import Entry
     from deconvnet.tasks.microscope import site as site_module
     from deconvnet.tasks.microscope import thumbnails
 
@@ -163,9 +164,8 @@ def test_a_512_unit_layer_page_loads_within_a_second(tmp_path, page):
     units = []
     for channel in range(512):
         peak = float(rng.normal())
-        units.append(site_module.UnitInfo(channel, [{"image": f"{channel}.jpg", "y": 1, "x": 2, "value": peak,
-                                                     "label": None}], {"start": 0.0, "width": 1.0, "counts": [3]},
-                                          peak, peak <= 0, None))
+        units.append(site_module.UnitInfo(channel, [Entry(f"{channel}.jpg", (1, 2), peak)],
+                                          {"start": 0.0, "width": 1.0, "counts": [3]}, peak, peak <= 0, None))
     layer = site_module.LayerInfo("features.28", "conv5_3", "conv5_3", "Conv2d", "512x14x14", "196x196", units)
     site_module.write_site(tmp_path, model="m", identity="0" * 64, transform={}, images=3, images_root="", k=1,
                            modes=["deconvnet"], layers=[layer], labelled=False)

@@ -29,6 +29,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import deconvnet
+import deconvnet.dataset.runner as runner_module
 import deconvnet.tasks.top9.compute as top9_module
 from deconvnet.cli import main
 from deconvnet.dataset.images import UnreadableImage, open_image
@@ -463,7 +464,7 @@ def test_missing_output_folders_are_created(files, tmp_path, capsys):
 
 def test_top9_skips_non_image_files_and_reports_them(tiny, tmp_path, monkeypatch, capsys):
     tiny.make_images(tmp_path / "images")
-    monkeypatch.setattr(top9_module, "load", lambda *args, **kwargs: tiny.model())
+    monkeypatch.setattr(runner_module, "load", lambda *args, **kwargs: tiny.model())
     status, out, err = run_cli(["top9", tmp_path / "images", "-o", tmp_path / "out", "--layer", "relu1_1",
                                 "--channels", "0-1", "--k", "2", "--workers", "0"], capsys)
     assert status == 0, err
@@ -511,10 +512,8 @@ def test_checkpoint_from_other_model_layers_or_images_is_refused(change, differs
         if number == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
-        top9_module.top9(tmp_path / "images", tmp_path / "out", model=tiny.model(), **settings)
-    monkeypatch.setattr(top9_module, "_on_batch", None)
+        top9_module.top9(tmp_path / "images", tmp_path / "out", model=tiny.model(), on_batch=stop, **settings)
     assert (tmp_path / "out" / ".top9-checkpoint-rank0.pt").is_file()
     model, again = tiny.model(), dict(settings)
     if change == "weights":

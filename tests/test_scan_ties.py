@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from deconvnet.dataset.scan import EMPTY, TIE_ATOL, TIE_RTOL, TopK
+from deconvnet.dataset.accumulators import EMPTY, TIE_ATOL, TIE_RTOL, TopK
 
 
 def _best(values: list[float], k: int, batches: list[list[int]]) -> list[int]:

@@ -34,6 +34,7 @@ except ImportError as missing:  # the extra is in .[test]: CI must have it
 
 from deconvnet.cli import serve as serve_command  # noqa: E402
 from deconvnet.dataset.images import list_images, open_image  # noqa: E402
+from deconvnet.dataset.runner import model_identity  # noqa: E402
 from deconvnet.engine import Deconvnet, FeatureExtractor  # noqa: E402
 from deconvnet.render import crop_with_padding, to_display  # noqa: E402
 from deconvnet.serve.context import SiteContext  # noqa: E402
@@ -41,7 +42,6 @@ from deconvnet.serve.explorer import Explorer  # noqa: E402
 from deconvnet.serve.server import App, make_server  # noqa: E402
 from deconvnet.serve.worker import Busy, ModelWorker, Superseded  # noqa: E402
 from deconvnet.tasks.microscope import microscope  # noqa: E402
-from deconvnet.tasks.top9.compute import _model_identity  # noqa: E402
 from reference import autograd_projection  # noqa: E402
 from top9_tiny import make_images, tiny_model  # noqa: E402
 
@@ -92,7 +92,7 @@ def site(tmp_path_factory, photos) -> Path:
 
 def _app(photos: Path, site: Path | None = None, **options) -> App:
     loaded = tiny_model(head=True)
-    context = None if site is None else SiteContext(site, model=loaded.name, identity=_model_identity(loaded))
+    context = None if site is None else SiteContext(site, model=loaded.name, identity=model_identity(loaded))
     explorer = Explorer(loaded, site=context, images=photos, max_pixels=options.pop("max_pixels", None),
                         compare=options.pop("compare", None))
     return App(explorer, site=site, **options)

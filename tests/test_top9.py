@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-import deconvnet.tasks.top9.compute as top9_module
+import deconvnet.dataset.runner as runner_module
 from deconvnet.engine import Deconvnet
 from deconvnet.errors import DeconvError
 from deconvnet.tasks.top9.compute import parse_channels, top9
@@ -119,7 +119,7 @@ def test_rerun_reuses_everything(tiny, reference, images):
     assert _results(out) == results
 
 
-def test_interrupted_rendering_resumes_without_scanning(tiny, reference, images, tmp_path, monkeypatch):
+def test_interrupted_rendering_resumes_without_scanning(tiny, reference, images, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
     (out / "features.3" / "channel_0002.png").unlink()
@@ -130,8 +130,7 @@ def test_interrupted_rendering_resumes_without_scanning(tiny, reference, images,
     def scanned(number):
         raise AssertionError("the finished scan ran again")
 
-    monkeypatch.setattr(top9_module, "_on_batch", scanned)
-    summary = top9(images[0], out, model=tiny.model(), **SETTINGS)
+    summary = top9(images[0], out, model=tiny.model(), on_batch=scanned, **SETTINGS)
     assert (summary.rendered, summary.reused) == (1, 9)
     assert summary.skipped == reference[1].skipped
     assert _results(out) == reference[2]
@@ -151,23 +150,21 @@ def test_broken_and_non_image_files_are_skipped(tiny, reference, images):
 
 
 
-def _interrupt_at_batch(number, tiny, images, out, monkeypatch):
+def _interrupt_at_batch(number, tiny, images, out):
     """Run top9 into ``out`` and stop it with Ctrl-C when batch ``number`` starts."""
     def stop(batch):
         if batch == number:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(top9_module, "_on_batch", stop)
     with pytest.raises(KeyboardInterrupt):
-        top9(images[0], out, model=tiny.model(), **SETTINGS)
+        top9(images[0], out, model=tiny.model(), on_batch=stop, **SETTINGS)
 
 
-def test_interrupted_run_resumes_to_the_same_results(tiny, reference, images, tmp_path, monkeypatch):
-    _interrupt_at_batch(3, tiny, images, tmp_path, monkeypatch)
+def test_interrupted_run_resumes_to_the_same_results(tiny, reference, images, tmp_path):
+    _interrupt_at_batch(3, tiny, images, tmp_path)
     assert (tmp_path / ".top9-checkpoint-rank0.pt").is_file()
     assert not (tmp_path / "top9.json").exists()
     assert not list(tmp_path.rglob("*.tmp"))
-    monkeypatch.setattr(top9_module, "_on_batch", None)
     top9(images[0], tmp_path, model=tiny.model(), **SETTINGS)
     assert _results(tmp_path) == reference[2]
     _no_debris(tmp_path)
@@ -182,8 +179,7 @@ def test_killed_run_resumes_to_the_same_results(tiny, reference, images, tmp_pat
         def kill(number):
             if number == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
-        t._on_batch = kill
-        t.top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), **{SETTINGS!r})
+        t.top9({str(images[0])!r}, {str(tmp_path / 'out')!r}, model=tiny_model(), on_batch=kill, **{SETTINGS!r})
     """))
     done = run_python(script, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
@@ -194,10 +190,9 @@ def test_killed_run_resumes_to_the_same_results(tiny, reference, images, tmp_pat
     _no_debris(out)
 
 
-def test_checkpoint_from_other_settings_is_refused(tiny, images, tmp_path, monkeypatch):
+def test_checkpoint_from_other_settings_is_refused(tiny, images, tmp_path):
     # the hook runs before the batch's checkpoint: batch 0 is saved
-    _interrupt_at_batch(1, tiny, images, tmp_path, monkeypatch)
-    monkeypatch.setattr(top9_module, "_on_batch", None)
+    _interrupt_at_batch(1, tiny, images, tmp_path)
     with pytest.raises(DeconvError, match="--restart") as error:
         top9(images[0], tmp_path, model=tiny.model(), **{**SETTINGS, "k": 3})
     assert "(different k)" in str(error.value)
@@ -341,26 +336,24 @@ def test_folder_names():
         "features.3:2": "features.3_2", "a/b": "a_b", "a:b": "a_b-2", ".x": "x"}
 
 
-def test_another_mode_reuses_the_finished_scan(tiny, reference, images, tmp_path, monkeypatch):
+def test_another_mode_reuses_the_finished_scan(tiny, reference, images, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference[0], out)
 
     def scanned(number):
         raise AssertionError("the scan ran again for another mode")
 
-    monkeypatch.setattr(top9_module, "_on_batch", scanned)
-    summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
+    summary = top9(images[0], out, model=tiny.model(), mode="guided", on_batch=scanned, **SETTINGS)
     assert (summary.rendered, summary.reused) == (10, 0)  # every sheet redrawn with the guided rule
     assert _results(out) == {**reference[2], "mode": "guided"}
     summary = top9(images[0], out, model=tiny.model(), mode="guided", **SETTINGS)
     assert (summary.rendered, summary.reused) == (0, 10)
 
 
-def test_a_checkpoint_resumes_under_another_mode(tiny, reference, images, tmp_path, monkeypatch):
-    _interrupt_at_batch(3, tiny, images, tmp_path, monkeypatch)
+def test_a_checkpoint_resumes_under_another_mode(tiny, reference, images, tmp_path):
+    _interrupt_at_batch(3, tiny, images, tmp_path)
     done = []
-    monkeypatch.setattr(top9_module, "_on_batch", done.append)
-    top9(images[0], tmp_path, model=tiny.model(), mode="backprop", render=False, **SETTINGS)
+    top9(images[0], tmp_path, model=tiny.model(), mode="backprop", render=False, on_batch=done.append, **SETTINGS)
     assert done and len(done) < 8, "resumed where the deconvnet run stopped"  # 18 files in batches of 2: 9 in all
     assert _results(tmp_path) == {**reference[2], "mode": "backprop"}
 
@@ -370,7 +363,7 @@ def test_the_callers_model_is_not_moved_to_another_device(tiny, images, tmp_path
     moved = []
     module_to = torch.nn.Module.to
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(self), module_to(self, *a, **k))[1])
-    monkeypatch.setattr(top9_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
+    monkeypatch.setattr(runner_module, "pick_device", lambda device: torch.device("cpu", 0))  # "another" device
     top9(images[0], tmp_path, model=loaded, render=False, **{**SETTINGS, "layers": ["relu1_1"]})
     assert moved and all(module is not loaded.model for module in moved), "the caller's model was moved"
     assert _results(tmp_path)["layers"]["relu1_1"] == brute_force(tiny, images[1], images[0], 1, SETTINGS["k"])
@@ -380,15 +373,16 @@ def test_torchrun_a_failing_rank_stops_every_rank_with_its_error(images, tmp_pat
     """Rank 1 hits a full disk in the middle of the scan: rank 0 must not wait for it forever."""
     script = tmp_path / "failing.py"
     script.write_text(textwrap.dedent(f"""
-        import errno, os, pathlib, sys
+        import errno, functools, os, pathlib, sys
+        import deconvnet.dataset.runner as r
         import deconvnet.tasks.top9.compute as t
         from deconvnet.cli import main
         from top9_tiny import tiny_model
-        t.load = lambda *args, **kwargs: tiny_model()
+        r.load = lambda *args, **kwargs: tiny_model()
         def breaks(number):
             if os.environ["RANK"] == "1" and number == 1:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        t._on_batch = breaks
+        t.top9 = functools.partial(t.top9, on_batch=breaks)  # what the command calls
         status = main(["top9", {str(images[0])!r}, "-o", {str(tmp_path / 'out')!r}, "--layer", "relu1_1",
                        "--k", "2", "--batch-size", "2", "--workers", "0"])
         pathlib.Path({str(tmp_path)!r}, "status_" + os.environ["RANK"]).write_text(str(status))

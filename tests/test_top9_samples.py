@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from deconvnet.dataset.scan import TIE_ATOL, TIE_RTOL
+from deconvnet.dataset.accumulators import TIE_ATOL, TIE_RTOL
 from deconvnet.tasks.top9.compute import top9
 
 

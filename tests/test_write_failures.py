@@ -15,7 +15,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-import deconvnet.tasks.top9.compute as top9_module
+import deconvnet.dataset.runner as runner_module
 from deconvnet.cli import EXIT_FAILED, EXIT_USAGE, exit_status, main
 from deconvnet.dataset import images
 from deconvnet.errors import DeconvError, WriteError
@@ -51,7 +51,7 @@ def test_a_full_disk_while_saving_the_figure(tmp_path, monkeypatch, capsys):
 
 def test_a_full_disk_during_top9(tiny, tmp_path, monkeypatch, capsys):
     tiny.make_images(tmp_path / "images")
-    monkeypatch.setattr(top9_module, "load", lambda *args, **kwargs: tiny.model())
+    monkeypatch.setattr(runner_module, "load", lambda *args, **kwargs: tiny.model())
     monkeypatch.setattr(Path, "write_bytes", _disk_full)  # every file fileio writes goes through it
     status = main(["top9", str(tmp_path / "images"), "-o", str(tmp_path / "out"), "--layer", "relu1_1",
                    "--channels", "0", "--k", "2", "--workers", "0"])
@@ -108,3 +108,28 @@ def test_bomb_size_comes_from_the_header_not_from_pillows_message(tmp_path, monk
     monkeypatch.setattr(Image, "_decompression_bomb_check", reworded)
     with pytest.raises(images.UnreadableImage, match="its header declares 60,000 pixels"):
         images.open_image(path)
+
+
+@pytest.mark.parametrize("command, checkpoint", [
+    (["top9", "--layer", "relu1_1"], ".top9-checkpoint-rank0.pt"),
+    (["microscope", "--layers", "conv1_1"], "data/.scan-checkpoint-rank0.pt"),
+])
+def test_a_full_disk_while_checkpointing_names_the_checkpoint(command, checkpoint, tiny, tmp_path, monkeypatch,
+                                                              capsys):
+    """The one checkpoint class of the dataset runner, under top9 and the microscope alike."""
+    tiny.make_images(tmp_path / "images")
+    monkeypatch.setattr(runner_module, "load", lambda *args, **kwargs: tiny.model(head=True))
+    write_bytes = Path.write_bytes
+
+    def full_for_checkpoints(self, data):
+        if "checkpoint" in self.name:
+            _disk_full()
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_checkpoints)
+    status = main([command[0], str(tmp_path / "images"), "-o", str(tmp_path / "out"), *command[1:], "--k", "2",
+                   "--workers", "0"])
+    assert status == EXIT_FAILED
+    line = capsys.readouterr().err.splitlines()[-1]  # after the progress bar and the skipped files' warnings
+    assert line.startswith(f"deconv: error: could not write {tmp_path / 'out' / checkpoint}: No space left on device")
+    assert not list((tmp_path / "out").rglob("*.tmp"))

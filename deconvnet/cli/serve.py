@@ -75,15 +75,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     # The checks above are instant; torch and the web stack load only now.
+    from ..dataset.runner import model_identity
     from ..models import load
     from ..serve.context import SiteContext
     from ..serve.explorer import Explorer
     from ..serve.server import LOCAL_HOSTS, App, serve
-    from ..tasks.top9.compute import _model_identity
 
     loaded = load(args.model, weights=args.weights)
     compare = None if args.compare is None else load(args.model, weights=args.compare)
-    site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=_model_identity(loaded))
+    site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=model_identity(loaded))
     explorer = Explorer(loaded, compare=compare, site=site, images=images, max_pixels=args.max_pixels,
                         photo_pattern="*" if args.images else "*.jpg")  # assets/: the photos, not the figures
     app = App(explorer, queue_size=max(1, args.queue), max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from ..errors import EXIT_USAGE, DeconvError, exit_status
 
 REPORT_GRACE_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class RankFailed(DeconvError):
@@ -77,6 +79,21 @@ class Group:
 
     check = barrier  # in a loop: stop as soon as another rank has failed
 
+    def lockstep(self, items: Iterable[T], steps: int) -> Iterator[T]:
+        """``items``, one per step for ``steps`` steps (the same number on every rank), checking before each
+        step and once at the end that no other rank has failed; a rank whose items run out keeps checking."""
+        remaining = iter(items)
+        for _ in range(steps):
+            self.check()
+            item = next(remaining, _DONE)
+            if item is not _DONE:
+                yield item  # type: ignore[misc]
+        self.check()
+
+    def share(self, jobs: Sequence[T]) -> tuple[list[T], int]:
+        """This rank's share of ``jobs`` (every world-th from its rank) and the steps every rank takes."""
+        return list(jobs[self.rank::self.world]), -(-len(jobs) // self.world)
+
     def raise_if_any(self, error: BaseException | None) -> None:
         """Raise on every rank if any rank met an error (this rank's own error on this rank)."""
         if error is not None:
@@ -102,6 +119,9 @@ class Group:
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
             self.owned = False
+
+
+_DONE = object()
 
 
 def join(device: str) -> Group:

@@ -92,12 +92,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
-    """Image files below a folder (recursively, sorted), or the paths listed in a text file."""
-    root = Path(root)
-    if root.is_dir():
-        return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if root.is_file():
-        lines = [line.strip() for line in root.read_text(encoding="utf-8").splitlines()]
-        return [Path(line) if Path(line).is_absolute() else root.parent / line
-                for line in lines if line and not line.startswith("#")]
-    raise FileNotFoundError(f"no image folder or list file at {root}")
+    """Image files below a folder (recursively, sorted), the paths a list file names, or an image itself.
+
+    The package's one expander (:func:`deconvnet.dataset.imageset.expand`) for a single source.
+    """
+    from .imageset import expand
+
+    return expand(root)

@@ -6,8 +6,9 @@ with the deconvnet and cropped to the unit's receptive field. Rows are channels,
 are checkpoints; a frame marks a cell whose winning image differs from the previous
 checkpoint's, which is where the paper saw features "suddenly" settle.
 
-Each checkpoint's scan is ``top9``'s streaming scan with k = 1 (all channels in one pass,
-checkpointed after every batch, resumed after an interruption, reused when finished), in
+Each checkpoint's scan is the dataset runner's (:mod:`deconvnet.dataset.runner`) with a
+top-k accumulator of k = 1: all channels in one pass, checkpointed after every batch, resumed
+after an interruption, reused when finished (its record, never a JSON file, is read back), in
 ``OUT/scans/<NNN>-<checkpoint>/``. Output::
 
     OUT/evolution.json   {"model", "layer", "mode", "channels", "images",
@@ -22,27 +23,33 @@ the layer's map (null for a fully connected layer), ``value`` is the activation,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from ..dataset.accumulators import TopK
 from ..dataset.images import open_image
+from ..dataset.imageset import read_list
+from ..dataset.results import Entry
+from ..dataset.runner import Job, RunOptions
 from ..engine import Deconvnet
 from ..errors import DeconvError
-from ..fileio import check_writable_dir, save_figure_atomic, write_json_atomic
-from ..models import DEFAULT_MODEL, MODELS, load, load_checked, read_state_dict
-from .top9.compute import top9
+from ..fileio import save_figure_atomic, write_json_atomic
+from ..models import DEFAULT_MODEL, MODELS, load_checked, read_state_dict
+from .top9.compute import choose_channels
 from .top9.sheets import project_channel
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 RESULTS = "evolution.json"
 FIGURE = "evolution.png"
+SCAN_CHECKPOINT = ".scan-checkpoint.pt"  # in OUT/scans/<NNN>-<checkpoint>/, one per process
+SCAN_RECORD = ".scan.pt"  # the finished scan of that checkpoint
 
 
 def natural_key(name: str) -> list:
@@ -67,9 +74,7 @@ def list_checkpoints(source: str | os.PathLike) -> list[Path]:
     if source.is_file():
         if source.suffix.lower() in CHECKPOINT_SUFFIXES:
             return [source]
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-        paths = [Path(line) if Path(line).is_absolute() else source.parent / line
-                 for line in lines if line and not line.startswith("#")]
+        paths = read_list(source)
         if not paths:
             raise DeconvError(f"the list file {source} names no checkpoints")
         absent = [str(p) for p in paths if not p.is_file()]
@@ -102,6 +107,13 @@ class Winner:
     value: float
     changed: bool  # the winning image differs from the previous checkpoint's
 
+    @classmethod
+    def of(cls, entry: Entry, previous: Winner | None) -> Winner:
+        return cls(entry.image, entry.position, entry.value, previous is not None and previous.image != entry.image)
+
+    def to_json(self) -> dict:
+        return {**Entry(self.image, self.position, self.value).to_json(), "changed": self.changed}
+
 
 @dataclass
 class Evolution:
@@ -129,76 +141,74 @@ def evolution(
     batch_size: int = 32,
     workers: int = 0,
     limit: int | None = None,
+    device: str = "cpu",
     restart: bool = False,
     progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Evolution:
     """The paper's Fig. 4 for the checkpoints of ``model`` (a folder, a list file, or a list of paths).
 
     Every checkpoint is loaded safely, like ``--weights`` (safetensors, or ``torch.load``
     with ``weights_only=True``); one for another architecture is refused with the keys
-    and shapes that do not fit. Writes ``out_dir/evolution.json`` and ``out_dir/evolution.png``.
+    and shapes that do not fit. ``images`` is a folder, a list file or one image. Writes
+    ``out_dir/evolution.json`` and ``out_dir/evolution.png``; ``on_batch(number)`` is called
+    after each scanned batch.
 
     >>> evolution("runs/tiny/checkpoints", "runs/tiny/images", "out", model="tiny-zfnet",
     ...           layer="conv2", channels="0-7")                              # doctest: +SKIP
     """
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     if isinstance(checkpoints, (list, tuple)):
         paths = [Path(p) for p in checkpoints]
     else:
         paths = list_checkpoints(checkpoints)  # type: ignore[arg-type]
     if not paths:
         raise DeconvError("expected at least one checkpoint, received none")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_writable_dir(out)
-    source = Path(images)
-    root = source if source.is_dir() else source.parent
+    job = Job(images, out_dir, options, progress=progress)
+    out = job.out
     winners: list[dict[int, Winner]] = []
     cells: list[dict[int, np.ndarray]] = []
     records = []
     chosen: list[int] = []
     image_count = 0
     check_checkpoints(model, paths)  # before any scan: a wrong file fails now, not after hours
-    for number, path in enumerate(tqdm(paths, desc="checkpoints", unit="ckpt", disable=not progress)):
-        loaded = load(model, weights=path)
-        scan_dir = out / "scans" / f"{number:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', path.stem)}"
-        summary = top9(source, scan_dir, layers=[layer], channels=channels, k=1, model=loaded, mode=mode,
-                       batch_size=batch_size, workers=workers, limit=limit, restart=restart, progress=progress,
-                       render=False)
-        results = json.loads(summary.results_path.read_text(encoding="utf-8"))
-        table = results["layers"][layer]
-        chosen = [int(c) for c in table]
-        image_count = results["images"]
-        previous = winners[-1] if winners else {}
-        current: dict[int, Winner] = {}
-        crops: dict[int, np.ndarray] = {}
-        with Deconvnet(loaded.model) as dn:
-            for channel in chosen:
-                best = table[str(channel)][0]
-                position = None if best["y"] is None else (best["y"], best["x"])
-                changed = channel in previous and previous[channel].image != best["image"]
-                current[channel] = Winner(best["image"], position, best["value"], changed)
-                x = loaded.transform(open_image(_source(root, best["image"])))[None]
-                projections, _, _, _ = project_channel(dn, loaded.transform, x, layer, channel, [position], mode)
-                crops[channel] = projections[0]
-        winners.append(current)
-        cells.append(crops)
-        records.append({"checkpoint": str(path), "weights_sha256": loaded.weights_sha256, "channels": {
-            str(c): {"image": w.image, "y": None if w.position is None else w.position[0],
-                     "x": None if w.position is None else w.position[1], "value": w.value, "changed": w.changed}
-            for c, w in current.items()}})
-    results_path = write_json_atomic(out / RESULTS, {"model": model, "layer": layer, "mode": mode,
-                                                     "channels": chosen, "images": image_count,
-                                                     "checkpoints": records})
-    figure = evolution_figure(cells, winners, [p.stem for p in paths], chosen,
-                              title=f"{model} {layer}: the strongest activation of each channel over {image_count} "
-                                    f"images, projected ({mode}), per checkpoint")
-    figure_path = save_figure_atomic(out / FIGURE, figure)
+    with job.running():
+        for number, path in enumerate(tqdm(paths, desc="checkpoints", unit="ckpt", disable=not progress)):
+            loaded = job.model(model, weights=path)
+            scan_dir = out / "scans" / f"{number:03d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', path.stem)}"
+            scan_dir.mkdir(parents=True, exist_ok=True)
+            with Deconvnet(loaded.model) as dn:
+                probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=job.device), [layer])
+                chosen = choose_channels(channels, probe[layer].shape[1])
+                width = probe[layer].shape[-1] if probe[layer].dim() == 4 else None
+                scan = job.scan(dn, loaded.transform, {layer: chosen}, lambda count: {"top": TopK.empty(count, 1)},
+                                job.settings(loaded, layers=[layer], channels={layer: chosen}, k=1),
+                                checkpoint=scan_dir / SCAN_CHECKPOINT, record=scan_dir / SCAN_RECORD,
+                                restart=restart, on_batch=on_batch)
+                best = scan.kept[layer]["top"].entries(chosen, width, job.images.names)
+                image_count = scan.images
+                previous = winners[-1] if winners else {}
+                current = {channel: Winner.of(best[channel][0], previous.get(channel)) for channel in chosen}
+                crops: dict[int, np.ndarray] = {}
+                for channel, winner in current.items():
+                    x = loaded.transform(open_image(job.images.source(winner.image)))[None].to(job.device)
+                    projections, _, _, _ = project_channel(dn, loaded.transform, x, layer, channel,
+                                                           [winner.position], mode)
+                    crops[channel] = projections[0]
+            winners.append(current)
+            cells.append(crops)
+            records.append({"checkpoint": str(path), "weights_sha256": loaded.weights_sha256,
+                            "channels": {str(c): w.to_json() for c, w in current.items()}})
+        if not job.group.leader:
+            return Evolution(out / FIGURE, out / RESULTS, model, layer, chosen, paths, winners, image_count)
+        results_path = write_json_atomic(out / RESULTS, {"model": model, "layer": layer, "mode": mode,
+                                                         "channels": chosen, "images": image_count,
+                                                         "checkpoints": records})
+        figure = evolution_figure(cells, winners, [p.stem for p in paths], chosen,
+                                  title=f"{model} {layer}: the strongest activation of each channel over "
+                                        f"{image_count} images, projected ({mode}), per checkpoint")
+        figure_path = save_figure_atomic(out / FIGURE, figure)
     return Evolution(figure_path, results_path, model, layer, chosen, paths, winners, image_count)
-
-
-def _source(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
 
 
 def evolution_figure(cells: Sequence[dict[int, np.ndarray]], winners: Sequence[dict[int, Winner]],

@@ -1,10 +1,13 @@
 """Build or extend a microscope site: scan the new layers, project the new units, write the pages.
 
 The site's settings (model and weights, transform, image list, k, labels) are fixed when it
-is first built; a later build with the same settings adds layers and modes, computing only
-what is missing: layers without scan results are scanned (all of them in one pass), units
-without strips are projected, and the pages are rewritten. Every step leaves complete
-files, so an interrupted build resumes where it stopped and ends with the same site.
+is first built; a later build with the same settings adds layers, channels and modes,
+computing only what is missing: the channels without scan results are scanned (all layers in
+one pass of the dataset runner, :mod:`deconvnet.dataset.runner`), units without strips are
+projected, and the pages are rewritten. Every step leaves complete files, so an interrupted
+build resumes where it stopped and ends with the same site. Under ``torchrun
+--nproc-per-node N`` the scan and the projections are split between the processes; rank 0
+writes the data files, sprites and pages.
 """
 
 from __future__ import annotations
@@ -15,29 +18,31 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ...dataset import folderlock
-from ...dataset.distributed import pick_device
+from ...dataset.accumulators import Histograms, TopK
+from ...dataset.results import LayerResults
+from ...dataset.runner import Job, RunOptions
 from ...engine import Deconvnet
 from ...engine.relu import check_mode
-from ...engine.validate import check_integer
+from ...engine.validate import check_channels, check_integer
 from ...errors import DeconvError
-from ...fileio import check_writable_dir, write_json_atomic
-from ...models import LoadedModel, resolve_model
-from ..top9.compute import _check_output_folder, _list_images, _model_identity, _name, _on_device
+from ...fileio import write_json_atomic
+from ...models import LoadedModel
+from ..top9.compute import parse_channels
 from ..top9.sheets import folder_names
-from . import scan as scanning
 from . import site, thumbnails
 from .labels import read_labels, selectivity
 
 DATA = "data"
-MANIFEST = "site.json"  # data/site.json: the settings, layers and modes of the site
+MANIFEST = "site.json"  # data/site.json: the settings, layers, channels and modes of the site
+SITE_FORMAT = 2  # of site.json: 2 lists each layer's channels (format 1 kept "channels" among the settings)
 RESULTS = "top9.json"  # data/top9.json: every layer's results in the top9.json format, extended
-CHECKPOINT = ".scan-checkpoint.pt"
+CHECKPOINT = ".scan-checkpoint.pt"  # one per process: .scan-checkpoint-rank<R>.pt
+RECORD = ".scan-finished.pt"  # the finished scan, until the layers' data files are written
 
 
 @dataclass
@@ -58,39 +63,55 @@ def default_layers(dn: Deconvnet) -> list[str]:
     return [layer.name for layer in dn.graph.layers if isinstance(layer.module, (nn.Conv2d, nn.Linear))]
 
 
+def _channels_of(channels: str | int | Sequence[int] | None, layer: str, count: int) -> list[int]:
+    """None or "all": every channel; an int n: the first n (for trials); else top9's spec ("0-15,40") or a list,
+    of which each layer takes the channels it has."""
+    if channels is None:
+        return list(range(count))
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        return list(range(min(check_integer(channels, "channels", minimum=1), count)))
+    chosen = parse_channels(channels, 1 << 30) if isinstance(channels, str) else check_channels(list(channels), 1 << 30)  # type: ignore[arg-type]
+    present = [c for c in chosen if c < count]
+    if not present:
+        raise DeconvError(f"none of the channels {channels!r} exists in layer {layer}: it has {count} channels "
+                          f"(valid: 0-{count - 1})")
+    return present
+
+
 def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: Sequence[str] = ("deconvnet",),
                k: int = 9, labels=None, model: str | LoadedModel = "vgg16-hed", weights=None,
-               channels: int | None = None, batch_size: int = 8, workers: int = 2, limit: int | None = None,
-               device: str = "cpu", restart: bool = False, progress: bool = True) -> MicroscopeSummary:
+               channels: str | int | Sequence[int] | None = None, batch_size: int = 8, workers: int = 2,
+               limit: int | None = None, device: str = "cpu", restart: bool = False, progress: bool = True,
+               on_batch: Callable[[int], None] | None = None,
+               on_unit: Callable[[str, int, str], None] | None = None) -> MicroscopeSummary:
     """Build (or extend) a static site of every unit of ``layers`` over ``images`` in ``site_dir``.
 
     ``layers`` is "all" (every convolution and fully connected layer) or names/aliases;
     ``modes`` the projection rules; ``labels`` a TSV file (``file<TAB>label``), else the
-    images' sub-folder names are their labels. ``channels`` keeps only each layer's first
-    channels (for trials and benchmarks). See the module docstring of deconvnet.tasks.microscope.
+    images' sub-folder names are their labels. ``channels`` is top9's channel spec ("all",
+    "0-15,40", a list) or n, the first n channels of each layer: a later build with more
+    channels (or layers, or modes) extends the site, computing only what is new. Under
+    ``torchrun --nproc-per-node N`` the scan and the projections are split between the
+    processes. ``on_batch(number)`` is called after each scanned batch, ``on_unit(layer,
+    channel, mode)`` after each unit's strips are written. See deconvnet.tasks.microscope.
 
     >>> microscope("photos/", "site/", layers=["conv4_3"], modes=["deconvnet", "guided"])  # doctest: +SKIP
     """
-    for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
-                             ("limit", 1 if limit is None else limit, 1), ("channels", channels or 1, 1)):
-        check_integer(value, name, minimum=low)
+    check_integer(k, "k", minimum=1)
+    options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
     if not modes:
         raise DeconvError("expected at least one mode (deconvnet, guided or backprop), received none")
     for mode in modes:
         check_mode(mode)
-    out = Path(site_dir)
-    dev = pick_device(device)
-    _check_output_folder(out)
-    root, paths, others = _list_images(images, out, limit)
-    names = [_name(p, root) for p in paths]
-    labelled = read_labels(names, labels, from_folders=Path(images).is_dir())
-    loaded = resolve_model(model, weights)
-    loaded = _on_device(loaded, dev)
-    loaded.model.to(dev)  # ours (loaded here, or the copy): moving it touches nothing of the caller's
-    out.mkdir(parents=True, exist_ok=True)
+    job = Job(images, site_dir, options, progress=progress)
+    names = job.images.names
+    labelled = read_labels(names, labels, from_folders=job.images.from_folder)
+    loaded = job.model(model, weights)
+    out, group = job.out, job.group
     # Locked before the clean-up below, which would delete another build's temporary files.
-    with folderlock.locked(out):
+    with job.running():
+        group = job.group
         dn = Deconvnet(loaded.model)
         try:
             requested = default_layers(dn) if layers == "all" else [dn.layer(n).name for n in
@@ -98,59 +119,125 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
             if not requested:
                 raise DeconvError("expected at least one layer, received none "
                                   "(or the model has no conv or linear layer)")
-            settings = {"model": loaded.name, "weights": _model_identity(loaded),
-                        "transform": loaded.transform.describe(), "k": k, "channels": channels,
-                        "number of images": len(names),
-                        "image list": _digest("\n".join(names)),
-                        "labels": _digest(json.dumps(labelled, sort_keys=True))}
+            settings = job.settings(loaded, k=k, labels=_digest(json.dumps(labelled, sort_keys=True)))
             settings = json.loads(json.dumps(settings))  # as it reads back from site.json (tuples become lists)
-            out.mkdir(parents=True, exist_ok=True)
-            check_writable_dir(out)
             data = out / DATA
-            manifest = _open_site(out, settings, restart)
-            data.mkdir(exist_ok=True)
-            _remove_temporaries(out, [data, *(out / name for name in manifest.get("folders", []))])
+            manifest, error = {}, None
+            if group.leader:
+                try:
+                    manifest = _open_site(out, settings, restart)
+                except DeconvError as problem:
+                    error = problem
+            group.raise_if_any(error)
+            manifest = group.broadcast(manifest)
             order = [layer.name for layer in dn.graph.layers]
             site_layers = sorted(set(manifest.get("layers", [])) | set(requested), key=order.index)
             site_modes = list(dict.fromkeys([*manifest.get("modes", []), *modes]))
             folders = folder_names([dn.layer(n).alias or n for n in site_layers])
             folder_of = {n: folders[dn.layer(n).alias or n] for n in site_layers}
-            write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
-                                                "folders": list(folder_of.values())})
-            probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=dev), site_layers)
-            counts = {n: probe[n].shape[1] if channels is None else min(channels, probe[n].shape[1])
-                      for n in site_layers}
+            probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=job.device), site_layers)
             widths = {n: probe[n].shape[-1] if probe[n].dim() == 4 else None for n in site_layers}
-
-            missing = [n for n in site_layers if not (data / f"{folder_of[n]}.json").exists()]
-            summary = MicroscopeSummary(out, site_layers, site_modes, 0, missing)
-            _scan_missing(dn, loaded, dev, paths, names, labelled, missing, counts, widths, folder_of, settings,
-                                    data, batch_size, workers, progress)
-            tables = {n: json.loads((data / f"{folder_of[n]}.json").read_text(encoding="utf-8")) for n in site_layers}
-            for n in site_layers:
+            tables, skipped_before = _read_tables(data, site_layers, folder_of) if group.leader else ({}, [])
+            tables, skipped_before = group.broadcast((tables, skipped_before))
+            had = {n: [int(c) for c in chosen] for n, chosen in manifest.get("channels", {}).items()}
+            site_channels = {n: sorted({*had.get(n, []), *(tables[n].channels if n in tables else []),
+                                        *(_channels_of(channels, n, probe[n].shape[1]) if n in requested else [])})
+                             for n in site_layers}
+            missing = {n: [c for c in site_channels[n] if n not in tables or c not in tables[n].channels]
+                       for n in site_layers}
+            missing = {n: chosen for n, chosen in missing.items() if chosen}
+            if group.leader:
+                data.mkdir(exist_ok=True)
+                _remove_temporaries(out, [data, *(out / name for name in manifest.get("folders", []))])
+                for n in missing:  # the layer's sprites no longer show all its units: they mark it undone
+                    for mode in site_modes:
+                        thumbnails.sprite_path(out / folder_of[n], mode).unlink(missing_ok=True)
+                write_json_atomic(data / MANIFEST, _manifest(settings, site_layers, site_modes, folder_of,
+                                                             site_channels))
+            group.barrier()
+            summary = MicroscopeSummary(out, site_layers, site_modes, 0, list(missing))
+            skipped = skipped_before
+            if missing:
+                scan = job.scan(dn, loaded.transform, missing,
+                                lambda count: {"top": TopK.empty(count, k), "histograms": Histograms.empty(count)},
+                                {**settings, "layers": missing}, checkpoint=data / CHECKPOINT, record=data / RECORD,
+                                replaceable=("layers",), on_batch=on_batch)
+                skipped = scan.skipped
+                for n, chosen in missing.items():
+                    found = _layer_results(n, chosen, scan.kept[n], widths[n], names).labelled(labelled)
+                    tables[n] = _combined(tables.get(n), found)
+                if group.leader:
+                    for n in missing:
+                        write_json_atomic(data / f"{folder_of[n]}.json", _data_file(tables[n], skipped))
+                    scan.record.discard()  # the data files now hold the scan
+                group.barrier()
+            todo = [(n, mode) for n in site_layers for mode in site_modes
+                    if not thumbnails.sprite_path(out / folder_of[n], mode).exists()]
+            todo = group.broadcast(todo)  # decided once: rank 0 writes the sprites meanwhile
+            for n, mode in todo:
                 folder = out / folder_of[n]
-                table = tables[n]["channels"]
-                for mode in site_modes:
-                    if thumbnails.sprite_path(folder, mode).exists():
-                        continue
-                    summary.projected += thumbnails.render_units(dn, loaded.transform, root, n, folder, table, [mode],
-                                                                 dev, progress)
-                    active = {int(c) for c, entries in table.items() if entries}
-                    thumbnails.write_sprites(folder, [int(c) for c in table], active, mode)
-            skipped = tables[site_layers[0]]["skipped"]  # every scan reads the same images
+                summary.projected += thumbnails.render_units(dn, loaded.transform, job.images.root, n, folder,
+                                                             tables[n], [mode], job.device, progress, group=group,
+                                                             on_unit=on_unit)
+                if group.leader:
+                    active = {c for c, entries in tables[n].channels.items() if entries}
+                    thumbnails.write_sprites(folder, list(tables[n].channels), active, mode)
+            group.barrier()
             images_scored = len(names) - len(skipped)
-            write_json_atomic(data / MANIFEST, {"settings": settings, "layers": site_layers, "modes": site_modes,
-                                                "folders": list(folder_of.values()), "skipped": skipped})
-            write_json_atomic(data / RESULTS, _results(loaded, settings, site_modes, images_scored, tables, labelled))
-            info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n]) for n in site_layers]
-            site.write_site(out, model=loaded.name, identity=settings["weights"], transform=settings["transform"],
-                            images=images_scored, images_root=str(root), k=k, modes=site_modes, layers=info,
-                            labelled=bool(labelled))
+            if group.leader:
+                write_json_atomic(data / MANIFEST, {**_manifest(settings, site_layers, site_modes, folder_of,
+                                                                site_channels), "skipped": skipped})
+                write_json_atomic(data / RESULTS, _results(loaded, settings, site_modes, images_scored,
+                                                           {n: tables[n] for n in site_layers}, labelled))
+                info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n]) for n in site_layers]
+                site.write_site(out, model=loaded.name, identity=settings["weights"], transform=settings["transform"],
+                                images=images_scored, images_root=str(job.images.root), k=k, modes=site_modes,
+                                layers=info, labelled=bool(labelled))
+            group.barrier()
             summary.images = images_scored
-            summary.skipped = [(str(paths[i]), reason) for i, reason in skipped] + others
+            summary.skipped = [(str(job.images.paths[i]), reason) for i, reason in skipped] + job.images.others
             return summary
         finally:
             dn.release()
+
+
+def _manifest(settings: dict, layers: list[str], modes: list[str], folder_of: dict[str, str],
+              channels: dict[str, list[int]]) -> dict:
+    return {"format": SITE_FORMAT, "settings": settings, "layers": layers, "modes": modes,
+            "folders": [folder_of[n] for n in layers], "channels": {n: channels[n] for n in layers}}
+
+
+def _read_tables(data: Path, layers: list[str], folder_of: dict[str, str]) -> tuple[dict[str, LayerResults], list]:
+    """The layers' results as the data files of an earlier build hold them (the site's own record)."""
+    tables, skipped = {}, []
+    for n in layers:
+        path = data / f"{folder_of[n]}.json"
+        if path.exists():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            tables[n] = LayerResults.from_json(n, stored["channels"], stored["histograms"])
+            skipped = [(int(index), str(reason)) for index, reason in stored["skipped"]]
+    return tables, skipped
+
+
+def _layer_results(layer: str, channels: list[int], kept: dict, width: int | None, names: list[str]) -> LayerResults:
+    top, histograms = kept["top"], kept["histograms"]
+    return LayerResults(layer, top.entries(channels, width, names),
+                        {channel: histograms.entry(row) for row, channel in enumerate(channels)})
+
+
+def _combined(before: LayerResults | None, found: LayerResults) -> LayerResults:
+    """An earlier build's channels of a layer with the ones scanned now, in channel order."""
+    if before is None:
+        return found
+    channels = {**before.channels, **found.channels}
+    histograms = {**before.histograms, **found.histograms}
+    return LayerResults(found.layer, dict(sorted(channels.items())), dict(sorted(histograms.items())))
+
+
+def _data_file(table: LayerResults, skipped: list[tuple[int, str]]) -> dict:
+    return {"layer": table.layer, "channels": table.to_json(label=True),
+            "histograms": {str(c): h for c, h in table.histograms.items()},
+            "skipped": [list(item) for item in sorted(skipped)]}
 
 
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # fileio's temporary names
@@ -178,10 +265,13 @@ def _open_site(out: Path, settings: dict, restart: bool) -> dict:
         return {}
     except (OSError, ValueError) as error:
         raise DeconvError(f"cannot read {path} ({error}); re-run with --restart to rebuild the site") from error
-    if manifest.get("settings") == settings and not restart:
+    # A site of format 1 kept "channels" (the first n of each layer) among its settings; now each layer
+    # lists its channels, and more can be added.
+    before = {key: value for key, value in manifest.get("settings", {}).items()
+              if not (key == "channels" and manifest.get("format", 1) == 1)}
+    if before == settings and not restart:
         return manifest
     if not restart:
-        before = manifest.get("settings", {})
         differ = [key for key in settings if before.get(key) != settings[key]]
         raise DeconvError(f"{out} holds a site built with other settings (different {', '.join(differ)}); "
                           "choose another folder, or re-run with --restart to rebuild it")
@@ -194,47 +284,25 @@ def _open_site(out: Path, settings: dict, restart: bool) -> dict:
     return {}
 
 
-def _scan_missing(dn, loaded, dev, paths, names, labelled, missing, counts, widths, folder_of, settings, data,
-                  batch_size, workers, progress) -> None:
-    """Scan the layers without results and write data/<layer>.json for each."""
-    if not missing:
-        return
-    checkpoint = data / CHECKPOINT
-    fingerprint = scanning.fingerprint_of({**settings, "layers": missing})
-    if checkpoint.exists() and scanning.ScanState.load(checkpoint).fingerprint != fingerprint:
-        scanning.discard(checkpoint)  # left by a build of other layers: start this scan afresh
-    results, skipped = scanning.scan(dn, loaded.transform, paths, {n: counts[n] for n in missing}, settings["k"],
-                                     checkpoint, fingerprint, batch_size=batch_size, workers=workers, device=dev,
-                                     progress=progress)
-    for n in missing:
-        table = results[n].top.entries(list(range(counts[n])), widths[n], names)
-        for entries in table.values():
-            for entry in entries:
-                entry["label"] = labelled.get(entry["image"])
-        histograms = {str(c): results[n].histograms.entry(c) for c in range(counts[n])}
-        write_json_atomic(data / f"{folder_of[n]}.json", {"layer": n, "channels": table, "histograms": histograms,
-                                                          "skipped": [list(item) for item in sorted(skipped)]})
-    scanning.discard(checkpoint)
-
-
-def _layer_info(dn: Deconvnet, name: str, folder: str, probe: torch.Tensor, table: dict) -> site.LayerInfo:
+def _layer_info(dn: Deconvnet, name: str, folder: str, probe: torch.Tensor, table: LayerResults) -> site.LayerInfo:
     layer = dn.layer(name)
     field = dn.receptive_field(name)
     units = []
-    for channel, entries in table["channels"].items():
-        peak = entries[0]["value"] if entries else None
-        units.append(site.UnitInfo(int(channel), entries, table["histograms"].get(channel), peak,
-                                   peak is None or peak <= 0, selectivity([e.get("label") for e in entries])))
+    for channel, entries in table.channels.items():
+        peak = entries[0].value if entries else None
+        units.append(site.UnitInfo(channel, entries, table.histograms.get(channel), peak,
+                                   peak is None or peak <= 0, selectivity([e.label for e in entries])))
     return site.LayerInfo(name=name, alias=layer.alias, folder=folder, kind=layer.kind,
                           shape="x".join(map(str, probe.shape[1:])),
                           field="whole input" if field.size is None else f"{field.size[0]}x{field.size[1]}",
                           units=units)
 
 
-def _results(loaded: LoadedModel, settings: dict, modes: list[str], images: int, tables: dict, labelled: dict) -> dict:
+def _results(loaded: LoadedModel, settings: dict, modes: list[str], images: int, tables: dict[str, LayerResults],
+             labelled: dict) -> dict:
     """The top9.json format, extended: "modes", per-entry "label", per-layer "histograms" and "labels"."""
     return {"model": loaded.name, "weights_sha256": loaded.weights_sha256, "mode": modes[0], "modes": modes,
             "transform": settings["transform"], "images": images, "k": settings["k"],
-            "layers": {n: t["channels"] for n, t in tables.items()},
-            "histograms": {n: t["histograms"] for n, t in tables.items()},
+            "layers": {n: t.to_json(label=True) for n, t in tables.items()},
+            "histograms": {n: {str(c): h for c, h in t.histograms.items()} for n, t in tables.items()},
             "labels": labelled}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from ...dataset.results import Entry
 from ...fileio import write_text_atomic
 from . import thumbnails
 
@@ -28,7 +29,7 @@ SHARED_FILES = ("index.html", "site.js", "site.css")
 @dataclass
 class UnitInfo:
     channel: int
-    entries: list[dict]  # top-k, best first: image, y, x, value, label
+    entries: list[Entry]  # top-k, best first
     histogram: dict | None  # {"start", "width", "counts"} of the per-image maxima
     peak: float | None
     dead: bool  # never positive over the set
@@ -142,7 +143,7 @@ def _layer_page(layer: LayerInfo, modes: list[str], labelled: bool) -> str:
     for i, unit in enumerate(layer.units):
         row, column = divmod(i, thumbnails.TILE_COLUMNS)
         top = unit.entries[0] if unit.entries else None
-        hint = f"{unit.channel}: peak {_number(unit.peak)}" + (f" on {top['image']}" if top else "")
+        hint = f"{unit.channel}: peak {_number(unit.peak)}" + (f" on {top.image}" if top else "")
         tiles.append(
             f'<a class="tile{" dead" if unit.dead else ""}" href="{unit.channel}.html" data-channel="{unit.channel}" '
             f'data-peak="{"" if unit.peak is None else repr(unit.peak)}" '
@@ -184,7 +185,7 @@ def _histogram(unit: UnitInfo, images: int, k: int) -> str:
                     f'height="{height:.1f}"><title>{count} images in [{low:.4g}, {low + width:.4g})</title></rect>')
     marker = ""
     if len(unit.entries) >= k:
-        threshold = unit.entries[-1]["value"]
+        threshold = unit.entries[-1].value
         x = pad + (threshold - start) / (width * len(counts)) * (w - 2 * pad)
         marker = (f'<line class="kth" x1="{x:.1f}" x2="{x:.1f}" y1="{pad - 6}" y2="{h - pad}"/>'
                   f'<text x="{x:.1f}" y="{pad - 9}" text-anchor="middle">top {k}</text>')
@@ -204,21 +205,21 @@ def _unit_page(layer: LayerInfo, unit: UnitInfo, before: int | None, after: int 
     cell = thumbnails.CELL
     figures = []
     for i, entry in enumerate(unit.entries):
-        where = "" if entry.get("y") is None else f"({entry['y']}, {entry['x']})"
+        where = "" if entry.position is None else f"({entry.position[0]}, {entry.position[1]})"
         shift = f"object-position:-{i * cell}px 0"
         pictures = "".join(f'<img class="cell" src="img/{unit.channel}.{quote(mode)}.jpg" style="{shift}" '
                            f'width="{cell}" height="{cell}" alt="{_e(mode)} projection {i + 1}" title="{_e(mode)}">'
                            for mode in modes)
         pictures += (f'<img class="cell" src="img/{unit.channel}.patches.jpg" style="{shift}" width="{cell}" '
                      f'height="{cell}" alt="image patch {i + 1}" title="image patch">')
-        label = entry.get("label")
+        label = entry.label
         figures.append(
             f'<figure class="entry" data-rank="{i + 1}"><div>{pictures}</div><figcaption><b>{i + 1}.</b> '
-            f'<span class="image">{_e(entry["image"])}</span>'
+            f'<span class="image">{_e(entry.image)}</span>'
             + (f' <span class="label">{_e(label)}</span>' if label else "")
-            + f' <span class="where">{where}</span> <span class="value">{entry["value"]:.6g}</span>'
+            + f' <span class="where">{where}</span> <span class="value">{entry.value:.6g}</span>'
             + "</figcaption></figure>")
-    counted = Counter(str(e["label"]) for e in unit.entries if e.get("label"))
+    counted = Counter(str(e.label) for e in unit.entries if e.label)
     label_list = ", ".join(f"{_e(name)} ×{n}" if n > 1 else _e(name)
                            for name, n in sorted(counted.items(), key=lambda item: (-item[1], item[0])))
     links = ((f'<a rel="prev" href="{before}.html">← {before}</a>' if before is not None else "<span>←</span>")

@@ -19,7 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ... import render
+from ...dataset.distributed import Group
 from ...dataset.images import open_image
+from ...dataset.results import Entry, LayerResults
 from ...engine import Deconvnet
 from ...fileio import save_image_atomic
 from ..top9.sheets import DISPLAY_PERCENTILE, ImageCache, project_channel
@@ -30,7 +32,6 @@ TILE_COLUMNS = 16  # tiles per row of the sprite
 MOSAIC_SIDE = 8  # the index's mosaic: the first 8x8 units' best projections
 MOSAIC_CELL = 24
 QUALITY = 85
-on_unit: Callable[[str, int, str], None] | None = None  # test hook, called after each unit's strips are written
 
 
 def strip_path(folder: Path, channel: int, kind: str) -> Path:
@@ -56,36 +57,39 @@ def _strip(pictures: list[np.ndarray]) -> Image.Image:
     return strip
 
 
-def render_units(dn: Deconvnet, transform, root: Path, layer: str, folder: Path, table: dict[str, list[dict]],
-                 modes: list[str], device: torch.device, progress: bool) -> int:
+def render_units(dn: Deconvnet, transform, root: Path, layer: str, folder: Path, table: LayerResults,
+                 modes: list[str], device: torch.device, progress: bool, *, group: Group | None = None,
+                 on_unit: Callable[[str, int, str], None] | None = None) -> int:
     """Write the missing strips of ``layer`` (every channel of ``table`` in every mode); returns units projected.
 
     Each channel's k windows (the units' receptive fields) run as one batch. Where a unit sees
     the whole input (a fully connected layer) there is no window to cut, so the units are grouped
     by image instead: the units of one image share its forward pass and its switches. (Grouping by
     image where the field is finite was measured 2-3x slower at conv5_2 and conv5_3 of VGG16: the
-    union of an image's windows is the whole image, and the backward passes dominate.)
+    union of an image's windows is the whole image, and the backward passes dominate.) Under
+    torchrun the units are split between the processes (``group``); the count is over all of them.
+    ``on_unit(layer, channel, mode)`` is called after each unit's strips are written.
     """
+    group = group or Group()
     (folder / "img").mkdir(parents=True, exist_ok=True)
-    jobs = [(int(channel), entries, mode) for mode in modes for channel, entries in table.items()
-            if entries and not strip_path(folder, int(channel), mode).exists()]
+    jobs = [(channel, entries, mode) for mode in modes for channel, entries in table.channels.items()
+            if entries and not strip_path(folder, channel, mode).exists()]
+    jobs = group.broadcast(jobs)  # decided once: the ranks write strips meanwhile
     if not jobs:
         return 0
     by_image = dn.receptive_field(layer).size is None
-    with tqdm(total=len(jobs), desc=f"project {layer}", unit="unit", dynamic_ncols=True, disable=not progress,
-              file=sys.stderr) as bar:
+    with tqdm(total=len(jobs), desc=f"project {layer}", unit="unit", dynamic_ncols=True,
+              disable=not (progress and group.leader), file=sys.stderr) as bar:
         for mode in modes:
-            mine = [(channel, entries) for channel, entries, job_mode in jobs if job_mode == mode]
-            if not mine:
-                continue
+            mine, steps = group.share([(channel, entries) for channel, entries, job_mode in jobs if job_mode == mode])
             work = _by_image(dn, transform, root, layer, mine, mode, device) if by_image else \
                 _by_channel(dn, transform, root, layer, mine, mode, device)
-            for channel, projections, patches in work:
+            for channel, projections, patches in group.lockstep(work, steps):
                 patch_path = strip_path(folder, channel, "patches")
                 if not patch_path.exists():
                     save_image_atomic(patch_path, _strip(patches), quality=QUALITY)
                 save_image_atomic(strip_path(folder, channel, mode), _strip(projections), quality=QUALITY)
-                bar.update()
+                bar.update(group.world)
                 if on_unit is not None:
                     on_unit(layer, channel, mode)
     return len(jobs)
@@ -95,8 +99,8 @@ def _by_channel(dn, transform, root, layer, jobs, mode, device):
     """(channel, projections, patches) per channel, its k windows projected as one batch."""
     cache = ImageCache(transform)
     for channel, entries in jobs:
-        x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
-        positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
+        x = torch.stack([cache(_source(root, e.image)) for e in entries]).to(device)
+        positions = [e.position for e in entries]
         projections, patches, _, _ = project_channel(dn, transform, x, layer, channel, positions, mode)
         yield channel, projections, patches
 
@@ -107,21 +111,19 @@ def _by_image(dn, transform, root, layer, jobs, mode, device):
     Images are visited in the order the channels first need them, so channels finish early
     and an interrupted run keeps most of its work.
     """
-    wanted: dict[str, list[tuple[int, int, dict]]] = {}
+    wanted: dict[str, list[tuple[int, int, Entry]]] = {}
     for channel, entries in jobs:
         for rank, entry in enumerate(entries):
-            wanted.setdefault(entry["image"], []).append((channel, rank, entry))
+            wanted.setdefault(entry.image, []).append((channel, rank, entry))
     cells: dict[int, list] = {channel: [None] * len(entries) for channel, entries in jobs}
     left = {channel: len(entries) for channel, entries in jobs}
     for name, units in wanted.items():
         x = transform(open_image(_source(root, name)))[None].to(device)  # (1, 3, H, W)
         size = tuple(x.shape[-2:])
         picture = transform.to_uint8(x[0])
-        maps = dn.project_units(x, layer, [(0, channel, None if e["y"] is None else (e["y"], e["x"]))
-                                           for channel, _, e in units], mode=mode).maps
+        maps = dn.project_units(x, layer, [(0, channel, e.position) for channel, _, e in units], mode=mode).maps
         for (channel, rank, entry), projection in zip(units, maps):
-            position = None if entry["y"] is None else (entry["y"], entry["x"])
-            box = dn.box(layer, position, size)
+            box = dn.box(layer, entry.position, size)
             crop = render.crop_with_padding(projection.float().cpu(), box, fill=0)
             cells[channel][rank] = (render.to_display(transform.as_rgb(crop), percentile=DISPLAY_PERCENTILE),
                                     render.crop_with_padding(picture, box, fill=0))

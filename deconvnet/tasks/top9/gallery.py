@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
+from ...dataset.results import Entry, ScanResults
 from ...fileio import write_text_atomic
 
 _CSS = """
@@ -33,11 +34,11 @@ def _url(out_dir: Path, path: Path) -> str | None:
     return quote(path.relative_to(out_dir).as_posix())
 
 
-def _channel_figure(out_dir: Path, folder: Path, channel: str, entries: list[dict], anchor: str) -> str:
-    link = _url(out_dir, folder / f"channel_{int(channel):04d}.png")
+def _channel_figure(out_dir: Path, folder: Path, channel: int, entries: list[Entry], anchor: str) -> str:
+    link = _url(out_dir, folder / f"channel_{channel:04d}.png")
     names = "".join(
-        f"<li>{html.escape(e['image'])} <span>{e['value']:.4g}"
-        + ("" if e.get("y") is None else f" at ({e['y']}, {e['x']})") + "</span></li>"
+        f"<li>{html.escape(e.image)} <span>{e.value:.4g}"
+        + ("" if e.position is None else f" at ({e.position[0]}, {e.position[1]})") + "</span></li>"
         for e in entries
     )
     picture = (f'<a href="{link}"><img loading="lazy" src="{link}" alt="channel {channel}"></a>' if link
@@ -47,16 +48,17 @@ def _channel_figure(out_dir: Path, folder: Path, channel: str, entries: list[dic
     return f'<figure id="{anchor}">{picture}<figcaption><b>channel {channel}</b>{listing}</figcaption></figure>'
 
 
-def write_gallery(out_dir: Path, results: dict, folders: dict[str, Path], *, images_root: str = "",
+def write_gallery(out_dir: Path, results: ScanResults, folders: dict[str, Path], *, images_root: str = "",
                   mosaic_channels: int = 64) -> Path:
-    """Write ``out_dir/index.html`` for ``results`` (the top9.json dictionary).
+    """Write ``out_dir/index.html`` for ``results`` (what top9.json holds).
 
     ``folders`` maps each layer (as given) to its output folder under ``out_dir``; each layer's
     mosaic shows its first ``mosaic_channels`` channels.
     """
     out_dir = Path(out_dir)
     sections, links = [], []
-    for number, (layer, channels) in enumerate(results["layers"].items()):
+    for number, (layer, table) in enumerate(results.layers.items()):
+        channels = table.channels
         folder = folders[layer]
         anchor = f"layer-{number}"
         links.append(f'<a href="#{anchor}">{html.escape(layer)}</a>')
@@ -72,15 +74,15 @@ def write_gallery(out_dir: Path, results: dict, folders: dict[str, Path], *, ima
                   for channel, entries in channels.items()]
         parts.append("</div></section>")
         sections.append("".join(parts))
-    weights = results.get("weights_sha256")
-    meta = (f"model {html.escape(str(results['model']))}"
+    weights = results.weights_sha256
+    meta = (f"model {html.escape(str(results.model))}"
             + (f" (weights sha256 {html.escape(weights[:12])}…)" if weights else "")
-            + f" · mode {html.escape(str(results['mode']))} · {results['images']} images"
+            + f" · mode {html.escape(str(results.mode))} · {results.images} images"
             + (f" from {html.escape(images_root)}" if images_root else ""))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Top-9 activations: {html.escape(str(results['model']))}</title>
+<title>Top-9 activations: {html.escape(str(results.model))}</title>
 <style>{_CSS}</style></head>
 <body><header><h1>Top-9 activations</h1><p class="meta">{meta}</p>
 <p class="meta">Each sheet: the deconvnet projections of a channel's strongest activations (left),

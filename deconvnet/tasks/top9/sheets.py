@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ... import render
 from ...dataset.images import open_image
+from ...dataset.results import ScanResults
 from ...engine import Deconvnet
 from ...engine.receptive import Box
 from ...fileio import save_image_atomic
@@ -104,44 +105,39 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def render_all(dn: Deconvnet, loaded: LoadedModel, device, results: dict, root: Path, out: Path, mode: str,
+def render_all(dn: Deconvnet, loaded: LoadedModel, device, results: ScanResults, root: Path, out: Path, mode: str,
                identity: str, group, progress: bool) -> tuple[int, int]:
     """Draw every channel sheet (split across ranks), then the mosaics and the gallery (rank 0).
 
     Returns (sheets drawn, sheets reused) over all ranks.
     """
-    folders = {layer: out / name for layer, name in folder_names(results["layers"]).items()}
+    folders = {layer: out / name for layer, name in folder_names(results.layers).items()}
     for folder in folders.values():
         folder.mkdir(exist_ok=True)
-    jobs = [(layer, int(channel), entries) for layer, table in results["layers"].items()
-            for channel, entries in table.items() if entries]
-    mine = jobs[group.rank::group.world]
+    jobs = [(layer, channel, entries) for layer, table in results.layers.items()
+            for channel, entries in table.channels.items() if entries]
+    mine, steps = group.share(jobs)
     cache = ImageCache(loaded.transform)
     drawn = reused = 0
     keys = {}
     for layer, channel, entries in jobs:
-        keys[layer, channel] = _hash(identity, loaded.transform.describe(), mode, layer, channel, entries,
-                                     DISPLAY_PERCENTILE)
-    steps = -(-len(jobs) // group.world)  # the same on every rank: each checks after every sheet for a failed rank
+        keys[layer, channel] = _hash(identity, loaded.transform.describe(), mode, layer, channel,
+                                     [e.to_json() for e in entries], DISPLAY_PERCENTILE)
     with tqdm(total=len(mine), desc="render", unit="ch", dynamic_ncols=True,
               disable=not (progress and group.leader)) as bar:
-        for step in range(steps):
-            group.check()
-            if step >= len(mine):
-                continue
-            layer, channel, entries = mine[step]
+        for layer, channel, entries in group.lockstep(mine, steps):
             bar.update()
             path = folders[layer] / f"channel_{channel:04d}.png"
             if _stamped(path) == keys[layer, channel]:
                 reused += 1
                 continue
-            x = torch.stack([cache(_source(root, e["image"])) for e in entries]).to(device)
-            positions = [None if e["y"] is None else (e["y"], e["x"]) for e in entries]
+            x = torch.stack([cache(_source(root, e.image)) for e in entries]).to(device)
+            positions = [e.position for e in entries]
             projections, patches, _, values = project_channel(dn, loaded.transform, x, layer, channel, positions, mode)
             for entry, value in zip(entries, values):
-                if not math.isclose(value, entry["value"], rel_tol=1e-3, abs_tol=1e-3):
-                    tqdm.write(f"warning: {entry['image']} gives {value:.5g} at {layer} channel {channel}, not "
-                               f"{entry['value']:.5g} as scanned: has the file changed?", file=sys.stderr)
+                if not math.isclose(value, entry.value, rel_tol=1e-3, abs_tol=1e-3):
+                    tqdm.write(f"warning: {entry.image} gives {value:.5g} at {layer} channel {channel}, not "
+                               f"{entry.value:.5g} as scanned: has the file changed?", file=sys.stderr)
             save_image_atomic(path, render.channel_sheet(projections, patches), pnginfo=_stamp(keys[layer, channel]))
             drawn += 1
     counts = group.all_gather((drawn, reused))

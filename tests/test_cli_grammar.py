@@ -20,6 +20,7 @@ from deconvnet.errors import DeconvError
 REQUIRED = {
     "visualize": ["img.jpg", "--layer", "conv5_3"],
     "occlusion": ["img.jpg"],
+    "serve": [],
     "top9": ["photos", "-o", "out", "--layer", "conv5_3"],
     "microscope": ["photos", "-o", "site"],
     "evolution": ["checkpoints", "photos", "--layer", "conv2"],
@@ -64,7 +65,7 @@ def test_every_command_is_listed_once_in_its_group_with_one_line():
     assert sorted(listed) == sorted(subparsers.choices) == sorted(REQUIRED)
     text = parser.format_help()
     groups = [line for line in text.splitlines() if line.startswith("  ") and line.rstrip().endswith(":")]
-    assert [g.strip() for g in groups] == ["single image:", "image set:", "analyses:", "the model:"]
+    assert [g.strip() for g in groups] == ["single image:", "in the browser:", "image set:", "analyses:", "the model:"]
     for name in listed:
         (line,) = [line for line in text.splitlines() if line.startswith(f"    {name} ")]
         assert len(line.split(maxsplit=1)[1]) > 10  # a description on the same line

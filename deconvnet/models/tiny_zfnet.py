@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .transforms import ImageTransform
+from .zfnet import upper_layers
 
 TINY_SIDE = 64
 TINY_TRANSFORM = ImageTransform(resize=TINY_SIDE, crop=TINY_SIDE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -37,13 +38,7 @@ class TinyZFNet(nn.Module):
             nn.Conv2d(16, 32, kernel_size=5, stride=2),  # (N, 32, 6, 6)
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # (N, 32, 3, 3)
-            nn.Conv2d(32, 48, kernel_size=3, padding=1),  # (N, 48, 3, 3)
-            nn.ReLU(inplace=True),
-            nn.Conv2d(48, 48, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(48, 32, kernel_size=3, padding=1),  # (N, 32, 3, 3)
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # (N, 32, 1, 1)
+            *upper_layers(32, 48, 32),  # conv3..conv5 (N, 32, 3, 3), pool5 (N, 32, 1, 1)
         )
         self.classifier = nn.Sequential(
             nn.Linear(32, 64),

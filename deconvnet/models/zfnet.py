@@ -9,6 +9,18 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+def upper_layers(inputs: int, width: int, outputs: int) -> list[nn.Module]:
+    """ZFNet's conv3, conv4, conv5 (3x3, padding 1, each with its ReLU) and the last pool (3x3/2, rounding up).
+
+    >>> [type(m).__name__ for m in upper_layers(4, 8, 4)][::2]
+    ['Conv2d', 'Conv2d', 'Conv2d', 'MaxPool2d']
+    """
+    return [nn.Conv2d(inputs, width, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, outputs, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)]
+
+
 class ZFNet(nn.Module):
     """224x224 input -> conv1 7x7/2 (110x110) -> pool 3x3/2 (55) -> conv2 5x5/2 (26) -> pool (13)
     -> conv3, conv4, conv5 3x3 (13) -> pool (6) -> fc6, fc7 4096 -> fc8.
@@ -32,13 +44,7 @@ class ZFNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # (N, 256, 13, 13)
             nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),  # (N, 384, 13, 13)
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),  # (N, 256, 13, 13)
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # (N, 256, 6, 6)
+            *upper_layers(256, 384, 256),  # conv3..conv5 (N, 256, 13, 13), pool5 (N, 256, 6, 6)
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(

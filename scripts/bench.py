@@ -325,7 +325,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda: ours, today's engine and Captum run there")
     parser.add_argument("--channels", type=int, help="channels of the many-projections figure (16; 4 with --quick)")
     parser.add_argument("--baseline", default=BASE_COMMIT, help="the commit whose engine is today's")
+    parser.add_argument("--threads", type=int, help="torch threads (1 gives steadier ratios on a loaded machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = torch.device(args.device)
     today = TodaysEngine(args.baseline)

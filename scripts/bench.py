@@ -310,7 +310,8 @@ def verdict(figures: dict) -> dict:
         table[key] = {"value": round(value, 3), "goal": f"{direction} {goal}", "met": met}
         if not met:
             table[key]["short_by"] = f"{abs(1 - value / goal):.0%}"
-            share = figures.get(key.removesuffix("_speedup"), {}).get("field_share_of_image")
+            detail = figures.get(key.removesuffix("_speedup"))
+            share = detail.get("field_share_of_image") if isinstance(detail, dict) else None
             if share:
                 table[key]["why"] = (f"a unit's receptive field covers {share:.0%} of the image, so the window "
                                      f"saves little, and every map still needs its own forward and backward pass")

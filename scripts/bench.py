@@ -310,7 +310,8 @@ def verdict(figures: dict) -> dict:
         table[key] = {"value": round(value, 3), "goal": f"{direction} {goal}", "met": met}
         if not met:
             table[key]["short_by"] = f"{abs(1 - value / goal):.0%}"
-            share = figures.get(key.removesuffix("_speedup"), {}).get("field_share_of_image")
+            detail = figures.get(key.removesuffix("_speedup"))
+            share = detail.get("field_share_of_image") if isinstance(detail, dict) else None
             if share:
                 table[key]["why"] = (f"a unit's receptive field covers {share:.0%} of the image, so the window "
                                      f"saves little, and every map still needs its own forward and backward pass")
@@ -325,7 +326,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda: ours, today's engine and Captum run there")
     parser.add_argument("--channels", type=int, help="channels of the many-projections figure (16; 4 with --quick)")
     parser.add_argument("--baseline", default=BASE_COMMIT, help="the commit whose engine is today's")
+    parser.add_argument("--threads", type=int, help="torch threads (1 gives steadier ratios on a loaded machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     global DEVICE
     DEVICE = torch.device(args.device)
     today = TodaysEngine(args.baseline)

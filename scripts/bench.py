@@ -31,7 +31,6 @@ import importlib
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -44,6 +43,7 @@ import torch
 
 import deconvnet
 from deconvnet.dataset.images import list_images, open_image
+from machine import describe, machine  # scripts/machine.py
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
 REPO = Path(__file__).resolve().parents[1]
@@ -338,10 +338,8 @@ def main() -> None:
     channels = args.channels or (4 if args.quick else 16)
     model, transform = deconvnet.load_model("vgg16-hed")
     model.to(DEVICE)
-    figures: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                 "cpus": os.cpu_count(), "torch": torch.__version__,
-                                 "threads": torch.get_num_threads(), "device": str(DEVICE),
-                                 "load_average_at_start": os.getloadavg()},
+    print(describe(), flush=True)
+    figures: dict = {"machine": {**machine(), "device": str(DEVICE)},
                      "todays_engine": today.name}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from deconvnet.engine import Deconvnet
 from deconvnet.tasks.microscope import build as build_module
 from deconvnet.tasks.microscope import default_layers, microscope
 from deconvnet.tasks.top9.sheets import project_channel
+from machine import machine  # scripts/machine.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import BASE_COMMIT, TodaysEngine  # noqa: E402  # today's engine, imported side by side
@@ -181,8 +180,7 @@ def main() -> None:
     captum_subset = (sum(paired["captum_per_unit_s"][layer] * ours["projections"][layer]["units"] for layer in layers)
                      + ours["images"] * paired["forward_per_image_s"])
     figures = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
+        "machine": machine(),
         "settings": vars(args) | {"photos": str(args.photos)},
         "measured": {"microscope_build": ours, "paired_per_unit": paired,
                      "captum_loop_for_the_same_subset_s (from the paired per-unit times)": captum_subset},

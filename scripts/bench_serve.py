@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -36,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from machine import cpu_model  # scripts/machine.py
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = Path(os.environ.get("DECONVNET_SAMPLES") or REPO.parent / "shared/data/imagenet-samples")
 GOALS = {"click_to_projections_p95": 1.5, "upload_to_grid_p95": 1.0, "webcam_grids_per_second": 2.0}
@@ -45,16 +46,6 @@ def _percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"p50": statistics.median(ordered), "p95": p95, "n": len(ordered)}
-
-
-def _cpu() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _free_port() -> int:
@@ -187,7 +178,8 @@ def main() -> None:
     load = os.getloadavg()
     import torch
 
-    result = {"cpu": _cpu(), "cores": os.cpu_count(), "load_average": load, "torch_threads": torch.get_num_threads(),
+    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": load,
+              "torch_threads": torch.get_num_threads(),
               "browser": browser, "flood": {**flood, "server_alive": alive, "server_peak_rss_mb": rss},
               "ratios": {  # the browser's time over the model's time of the same requests, in the server
                   "click_p50_over_model_p50": browser["click_to_projections"]["p50"]

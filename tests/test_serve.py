@@ -501,8 +501,10 @@ def test_upload_grid_click_projections_context_and_keys(page):
 def test_the_site_links_back_to_the_live_view(page):
     page.allowed = lambda problem: False
     page.goto("/site/conv2_1/2.html")
-    page.click("#live-view")
-    page.wait_for_function("() => document.getElementById('unit').dataset.shown >= 1")
+    with page.expect_navigation():  # the link leaves the site's page: wait for the live view to load
+        page.click("#live-view")
+    page.wait_for_function("() => { const unit = document.getElementById('unit');"
+                           " return unit && unit.dataset.shown >= 1; }")
     assert "channel 2 at" in page.inner_text("#unit h3")
 
 

@@ -180,6 +180,7 @@ def correspondence_deltas(
     dn = model if isinstance(model, FeatureExtractor) else FeatureExtractor(model)
     started = time.perf_counter()
     try:
+        dn.follow(inputs[:1])  # a model recorded from a real forward pass names its layers after one
         for layer in layers:
             dn.layer(layer)  # an unknown name fails before any work, listing the valid ones
         with tqdm(total=count, desc="correspondence", unit="image", disable=not progress, leave=False) as bar:

@@ -204,11 +204,13 @@ class LayerReader:
     functional operation (``add_3``, ``flatten``) is read through the engine's activations.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], input_size: tuple[int, int] | None = None) -> None:
         from ...engine.features import FeatureExtractor
 
         self.model = model
         self.dn = FeatureExtractor(model)
+        if input_size is not None:  # a model recorded from a real forward pass names its layers after one
+            self.dn.follow_size(input_size)
         self.layers = [self.dn.layer(name) for name in layers]
         self.labels = [f"{layer.name} ({layer.alias})" if layer.alias else layer.name for layer in self.layers]
 
@@ -283,7 +285,7 @@ def invariance_curves(
     selects the class probability; None reads the probability of the class the model
     predicts for the original (when the model's output is (N, classes)).
     """
-    reader = model if isinstance(model, LayerReader) else LayerReader(model, layers)
+    reader = model if isinstance(model, LayerReader) else LayerReader(model, layers, transform.input_size)
     started = time.perf_counter()
     try:
         picture, crop = model_picture(image, transform)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import deconvnet
 from deconvnet import cli
 
 pytest.importorskip("timm")
@@ -53,7 +54,6 @@ def model_arguments(kind: str, root: Path) -> list[str]:
 
 def checkpoints(kind: str, root: Path) -> Path:
     """Two random state dicts of the model, as a training run would save them."""
-    import deconvnet
     from safetensors.torch import save_file
 
     folder = root / f"checkpoints-{kind}"

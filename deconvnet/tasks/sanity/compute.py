@@ -391,7 +391,7 @@ def sanity_check(
         raise DeconvError(f"example must index one of the {count} images (0..{count - 1}), received {example}")
     started = time.perf_counter()
     working = copy.deepcopy(model)  # randomization changes weights: never the user's model
-    steps = randomization_steps(working, layer, grouping, tuple(x.shape[-2:]))
+    steps = randomization_steps(working, layer, grouping, (x.shape[-2], x.shape[-1]))
     with Deconvnet(working) as dn:
         dn.follow(x[:1])
         target = dn.layer(layer)

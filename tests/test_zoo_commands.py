@@ -119,3 +119,6 @@ def test_every_command_with_model_runs_and_writes_its_output(kind, command, work
         assert "logits" in captured.out
     else:
         assert output.exists() and (output.is_dir() and any(output.iterdir()) or output.stat().st_size > 0)
+    if command == "sanity":  # the random-seed control cuts the model's graph: it must have run too
+        seeded = json.loads(output.read_text())["selectivity"]["per_image"]["guided"]["random_seed"]
+        assert np.isfinite(seeded["spearman_abs"]).all()

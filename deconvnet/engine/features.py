@@ -74,6 +74,17 @@ class FeatureExtractor:
                                   f"{str(error).splitlines()[0] if str(error).strip() else error!r}") from error
             self._attach(LayerGraph(self.model, traced=(graph, calls)))
 
+    def follow_size(self, input_size: tuple[int, int], channels: int = 3) -> None:
+        """For a model recorded from real forward passes that has no graph yet: record it on a zero
+        input of ``input_size`` (height, width), so that its layers can be named before any image.
+
+        Later projections and activations record again on their own input.
+        """
+        if self.concrete and self.graph is None:
+            parameter = next(self.model.parameters(), None)
+            device = parameter.device if parameter is not None else None
+            self.follow(torch.zeros(1, channels, *input_size, device=device))
+
     def _recorded(self) -> LayerGraph:
         if self.graph is None:
             raise DeconvError(f"{type(self.model).__name__} is recorded from a real forward pass: project or "
@@ -172,7 +183,7 @@ class FeatureExtractor:
                 copies[node] = graph.node_copy(node, lambda n: copies[n])
                 if node in targets and any(user in needed for user in node.users):
                     # a later in-place ReLU would overwrite this output: copy it right away
-                    kept[node] = graph.call_method("clone", (copies[node],))
+                    kept[node] = graph.call_function(_kept_copy, (copies[node],))
         graph.output(tuple(kept.get(target, copies[target]) for target in targets))
         return fx.GraphModule(self.model, graph)
 
@@ -184,10 +195,15 @@ class FeatureExtractor:
             interpreter.env[node] = x if node.op == "placeholder" else interpreter.run_node(node)
             if node in targets:
                 value = interpreter.env[node]
-                kept[node] = value.clone() if isinstance(value, Tensor) else value
+                kept[node] = _kept_copy(value)
         return tuple(kept[t] for t in targets)
 
     def _check_input(self, x: Tensor) -> None:
         if self._released:
             raise DeconvError("this Deconvnet was released; create a new one for further projections")
         check_input(x, self.model)
+
+
+def _kept_copy(value: Any) -> Any:
+    """A layer's output as it is now: a tensor is cloned; a shape or a number (``x.ndim``) is kept."""
+    return value.clone() if isinstance(value, Tensor) else value

@@ -77,6 +77,45 @@ class ImageTransform:
             x = x.flip(0)
         return (x * self.scale - self._column(self.mean)) / self._column(self.std)
 
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width`` x ``height`` image after the resize step.
+
+        ``resize``: the shorter side becomes ``resize`` and the longer ``int(resize * long / short)``
+        (torchvision's rounding); ``resize_to``: exactly that size; neither: unchanged.
+
+        >>> ImageTransform(resize=256, crop=224).resized_size(400, 300)
+        (341, 256)
+        >>> ImageTransform(resize=None, resize_to=(240, 320), crop=None).resized_size(50, 60)
+        (320, 240)
+        """
+        if self.resize_to:
+            return self.resize_to[1], self.resize_to[0]
+        if not self.resize:
+            return width, height
+        short, long = min(width, height), max(width, height)
+        long = int(self.resize * long / short)
+        return (self.resize, long) if width <= height else (long, self.resize)
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, width, height) of the centre crop in a resized picture of ``width`` x ``height``.
+
+        A crop larger than the picture has a negative corner: the crop pads the picture there.
+
+        >>> ImageTransform(resize=256, crop=224).crop_box(341, 256)
+        (58, 16, 224, 224)
+        """
+        if not self.crop:
+            return 0, 0, width, height
+        side = self.crop
+        if side > min(width, height):  # torchvision pads a short side by (side - size) // 2 before
+            left = -((side - width) // 2) if side > width else int(round((width - side) / 2.0))
+            top = -((side - height) // 2) if side > height else int(round((height - side) / 2.0))
+        elif self.crop_rounding == "round":  # torchvision's centre_crop
+            left, top = int(round((width - side) / 2.0)), int(round((height - side) / 2.0))
+        else:
+            left, top = (width - side) // 2, (height - side) // 2
+        return left, top, side, side
+
     @property
     def _pil_filter(self) -> Image.Resampling:
         return Image.Resampling[self.interpolation.upper()]
@@ -85,7 +124,8 @@ class ImageTransform:
         """The image resized as the transform's library does it, as a uint8 tensor (3, H, W)."""
         if not (self.resize or self.resize_to):
             return TF.pil_to_tensor(image)
-        size = [self.resize] if self.resize else list(self.resize_to or ())
+        width, height = self.resized_size(*image.size)
+        size = [height, width]
         mode = TF.InterpolationMode(self.interpolation)
         if self.resampler == "pil":
             return TF.pil_to_tensor(TF.resize(image, size, interpolation=mode, antialias=True))
@@ -97,9 +137,9 @@ class ImageTransform:
         if not self.crop:
             return pixels
         side = self.crop
-        if self.crop_rounding == "round" or side > min(pixels.shape[-2:]):
-            return TF.center_crop(pixels, [side, side])  # torchvision's placement (and padding)
-        top, left = (pixels.shape[-2] - side) // 2, (pixels.shape[-1] - side) // 2
+        if side > min(pixels.shape[-2:]):
+            return TF.center_crop(pixels, [side, side])  # torchvision's padding
+        left, top, _, _ = self.crop_box(pixels.shape[-1], pixels.shape[-2])
         return pixels[:, top:top + side, left:left + side]
 
     def _crop_window(self, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
@@ -113,13 +153,10 @@ class ImageTransform:
         if not (self.resize and self.crop) or self.crop_rounding != "round":
             return None
         width, height = size
-        short, long = min(width, height), max(width, height)
-        new_long = int(self.resize * long / short)  # torchvision's rounding
-        if new_long <= 4 * self.crop or self.crop > self.resize:
+        new_width, new_height = self.resized_size(width, height)
+        if max(new_width, new_height) <= 4 * self.crop or self.crop > self.resize:
             return None  # ordinary shapes take the plain path
-        new_width, new_height = (self.resize, new_long) if width <= height else (new_long, self.resize)
-        top = int(round((new_height - self.crop) / 2.0))  # torchvision's centre_crop
-        left = int(round((new_width - self.crop) / 2.0))
+        left, top, _, _ = self.crop_box(new_width, new_height)
         scale_x, scale_y = width / new_width, height / new_height
         return (left * scale_x, top * scale_y, (left + self.crop) * scale_x, (top + self.crop) * scale_y)
 

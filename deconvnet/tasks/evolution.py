@@ -41,7 +41,7 @@ from ..dataset.runner import Job, RunOptions
 from ..engine import Deconvnet
 from ..errors import DeconvError
 from ..fileio import save_figure_atomic, write_json_atomic
-from ..models import DEFAULT_MODEL, MODELS, load_checked, read_state_dict
+from ..models import DEFAULT_MODEL, RANDOM, load, load_checked, read_state_dict
 from .top9.compute import choose_channels
 from .top9.sheets import project_channel
 
@@ -87,10 +87,7 @@ def list_checkpoints(source: str | os.PathLike) -> list[Path]:
 def check_checkpoints(model: str, paths: Sequence[Path]) -> None:
     """Refuse, naming the checkpoint and the keys and shapes that do not fit, any file that is not a
     state dict of ``model``'s architecture (read safely, like ``--weights``)."""
-    spec = MODELS.get(model)
-    if spec is None:
-        raise DeconvError(f"unknown model {model!r}. Known models: {', '.join(MODELS)}")
-    network = spec.build()
+    network = load(model, weights=RANDOM).model  # any name load takes: registered, timm:NAME or hf:FOLDER
     for number, path in enumerate(paths, start=1):
         try:
             load_checked(network, read_state_dict(path), path)

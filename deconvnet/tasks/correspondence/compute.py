@@ -180,6 +180,7 @@ def correspondence_deltas(
     dn = model if isinstance(model, FeatureExtractor) else FeatureExtractor(model)
     started = time.perf_counter()
     try:
+        dn.follow(inputs[:1])  # a model recorded from a real forward pass names its layers after one
         for layer in layers:
             dn.layer(layer)  # an unknown name fails before any work, listing the valid ones
         with tqdm(total=count, desc="correspondence", unit="image", disable=not progress, leave=False) as bar:
@@ -240,9 +241,8 @@ def _feature_changes(dn: FeatureExtractor, x: Tensor, occluders: list[Box], patc
 def map_box(box: Sequence[float], image_size: tuple[int, int], transform: ImageTransform) -> Box:
     """A box [x0, y0, x1, y1] in image pixels -> Box(top, left, height, width) in model-input pixels.
 
-    The image goes through ``transform``: its shorter side is resized to ``transform.resize``
-    (the longer one to ``int(resize * long / short)``, torchvision's rounding), then the centre
-    ``crop`` x ``crop`` is kept (top = round((height - crop) / 2)). The box is scaled by the
+    The image goes through ``transform``'s geometry (``resized_size``: the shorter side to
+    ``resize``, or squashed to ``resize_to``; then ``crop_box``, the centre crop). The box is scaled by the
     same factors, shifted by the crop's corner, widened to whole pixels (floor the start, ceil
     the end) and clipped to the crop. A box that the crop cuts away entirely is an error.
     ``image_size`` is (width, height) as PIL gives it. x1, y1 are exclusive.
@@ -253,15 +253,8 @@ def map_box(box: Sequence[float], image_size: tuple[int, int], transform: ImageT
     """
     width, height = image_size
     x0, y0, x1, y1 = (float(v) for v in box)
-    if transform.resize:
-        short = min(width, height)
-        long_side = int(transform.resize * max(width, height) / short)
-        new_width, new_height = (transform.resize, long_side) if width <= height else (long_side, transform.resize)
-    else:
-        new_width, new_height = width, height
-    crop_h, crop_w = (transform.crop, transform.crop) if transform.crop else (new_height, new_width)
-    top = int(round((new_height - crop_h) / 2.0))
-    left = int(round((new_width - crop_w) / 2.0))
+    new_width, new_height = transform.resized_size(width, height)
+    left, top, crop_w, crop_h = transform.crop_box(new_width, new_height)
     scale_x, scale_y = new_width / width, new_height / height
     start_y = max(math.floor(y0 * scale_y - top + 1e-9), 0)
     start_x = max(math.floor(x0 * scale_x - left + 1e-9), 0)

@@ -162,6 +162,7 @@ def conv_layer(model: nn.Module, layer: str | None, input_size: tuple[int, int])
     if layer is None:
         name = first_conv(model, input_size)
         with FeatureExtractor(model) as dn:
+            dn.follow_size(input_size)
             alias = dn.layer(name).alias
         conv = model.get_submodule(name)
         assert isinstance(conv, nn.Conv2d)

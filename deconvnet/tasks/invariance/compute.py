@@ -76,12 +76,15 @@ def model_picture(image: Image.Image, transform: ImageTransform) -> tuple[Tensor
     """
     image = image.convert("RGB")
     width, height = image.size
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if max(width, height) > MAX_ASPECT * min(width, height) and not transform.resize_to:  # resize_to squashes all
         keep_w, keep_h = min(width, int(MAX_ASPECT * height)), min(height, int(MAX_ASPECT * width))
         image = TF.center_crop(image, [keep_h, keep_w])
-    if transform.resize:
-        image = TF.resize(image, transform.resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-    crop = (transform.crop, transform.crop) if transform.crop else (image.height, image.width)
+    if transform.resize or transform.resize_to:
+        new_width, new_height = transform.resized_size(*image.size)
+        image = TF.resize(image, [new_height, new_width], interpolation=TF.InterpolationMode(transform.interpolation),
+                          antialias=True)
+    _, _, crop_w, crop_h = transform.crop_box(image.width, image.height)
+    crop = (crop_h, crop_w)
     if crop[0] > image.height or crop[1] > image.width:
         raise DeconvError(f"the model's crop ({crop[0]}x{crop[1]}) is larger than the resized picture "
                           f"({image.height}x{image.width}); use a model transform that resizes to at least the crop")
@@ -168,7 +171,7 @@ def _bilinear(picture: Tensor, ys: Tensor, xs: Tensor, fill: float) -> Tensor:
 
 def normalize(pictures: Tensor, transform: ImageTransform) -> Tensor:
     """Pictures (N, 3, h, w) in 0..255 -> model inputs, through the model's own transform (no resize, no crop)."""
-    plain = dataclasses.replace(transform, resize=None, crop=None)
+    plain = dataclasses.replace(transform, resize=None, resize_to=None, crop=None)
     as_bytes = pictures.to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return torch.stack([plain(Image.fromarray(picture)) for picture in as_bytes])
 
@@ -204,11 +207,13 @@ class LayerReader:
     functional operation (``add_3``, ``flatten``) is read through the engine's activations.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], input_size: tuple[int, int] | None = None) -> None:
         from ...engine.features import FeatureExtractor
 
         self.model = model
         self.dn = FeatureExtractor(model)
+        if input_size is not None:  # a model recorded from a real forward pass names its layers after one
+            self.dn.follow_size(input_size)
         self.layers = [self.dn.layer(name) for name in layers]
         self.labels = [f"{layer.name} ({layer.alias})" if layer.alias else layer.name for layer in self.layers]
 
@@ -283,7 +288,7 @@ def invariance_curves(
     selects the class probability; None reads the probability of the class the model
     predicts for the original (when the model's output is (N, classes)).
     """
-    reader = model if isinstance(model, LayerReader) else LayerReader(model, layers)
+    reader = model if isinstance(model, LayerReader) else LayerReader(model, layers, transform.input_size)
     started = time.perf_counter()
     try:
         picture, crop = model_picture(image, transform)

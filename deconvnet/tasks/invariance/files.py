@@ -121,7 +121,7 @@ def invariance(
     layer_names = list(layers) if layers else list(default_layers(loaded.model, loaded.transform.input_size))
     if len(layer_names) < 1:
         raise DeconvError("give at least one layer")
-    reader = LayerReader(loaded.model, layer_names)
+    reader = LayerReader(loaded.model, layer_names, loaded.transform.input_size)
     if any(label is not None for label in classes):  # refuse a class for a model without class scores now
         with torch.inference_mode():
             probe = loaded.model(torch.zeros(1, 3, *loaded.transform.input_size))

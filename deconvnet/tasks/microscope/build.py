@@ -114,6 +114,7 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
         group = job.group
         dn = Deconvnet(loaded.model)
         try:
+            dn.follow_size(loaded.transform.input_size)
             requested = default_layers(dn) if layers == "all" else [dn.layer(n).name for n in
                                                                     ([layers] if isinstance(layers, str) else layers)]
             if not requested:

@@ -242,6 +242,7 @@ class _Reader:
 
 
 def _channel_reader(dn: FeatureExtractor, x: Tensor, layer: str, channel: int, measure: str) -> tuple[_Reader, Unit]:
+    dn.follow(x)  # a model recorded from a real forward pass has its graph from then on
     name = dn.layer(layer).name
     activation = dn.activations(x, [name])[name]
     if not isinstance(activation, Tensor) or activation.dim() not in (2, 4):

@@ -88,7 +88,8 @@ def _ancestors(target: fx.Node) -> set[fx.Node]:
     return needed
 
 
-def randomization_steps(model: nn.Module, layer: str, grouping: str = "auto") -> list[RandomizationStep]:
+def randomization_steps(model: nn.Module, layer: str, grouping: str = "auto",
+                        input_size: tuple[int, int] | None = None) -> list[RandomizationStep]:
     """The randomization steps for a target at ``layer``, top (the target's layer) first.
 
     Every module on the target's path that has parameters and a ``reset_parameters`` is
@@ -96,6 +97,7 @@ def randomization_steps(model: nn.Module, layer: str, grouping: str = "auto") ->
     takes the normalization layers that follow it along; ``"block"`` randomizes one
     residual block or stage per step (see ``_block_of``); ``"auto"`` chooses "layer" up to
     30 steps and "block" beyond (EfficientNet-Lite0 has 80 parameterized layers, 19 blocks).
+    A model recorded from a real forward pass (a Hugging Face model) needs ``input_size``.
 
     >>> import torchvision
     >>> [s.name for s in randomization_steps(torchvision.models.vgg11().eval(), "relu2_1")]
@@ -104,6 +106,8 @@ def randomization_steps(model: nn.Module, layer: str, grouping: str = "auto") ->
     if grouping not in GROUPINGS:
         raise DeconvError(f"unknown grouping {grouping!r}: expected one of {', '.join(GROUPINGS)}")
     with Deconvnet(model) as dn:
+        if input_size is not None:
+            dn.follow_size(input_size)
         target = dn.layer(layer)
         needed = _ancestors(target.node)
         names: list[str] = []
@@ -263,14 +267,16 @@ def _scores(count: int, steps: int | None = None) -> Scores:
     return {m: np.full(shape, np.nan) for m in MEASURES}
 
 
-def _random_seed_model(model: nn.Module, node_name: str, features: int, seed: int) -> nn.Module:
+def _random_seed_model(model: nn.Module, node_name: str, features: int, seed: int,
+                       recorded: fx.Graph | None = None) -> nn.Module:
     """``model`` up to the target layer, then one output unit sum_i r_i a_i with r_i random in (0, 1).
 
     Projecting that unit seeds the target layer with r (times the unit's value): a seed
     of random positive values over the whole layer, through the same switches and masks.
-    The result shares ``model``'s modules; nothing is added to ``model`` itself.
+    The result shares ``model``'s modules; nothing is added to ``model`` itself. A model that
+    torch.fx cannot trace (a Hugging Face model) gives the graph recorded from its forward pass.
     """
-    graph = fx.Tracer().trace(model)
+    graph = recorded if recorded is not None else fx.Tracer().trace(model)
     target = next(node for node in graph.nodes if node.name == node_name)
     needed = _ancestors(target)
     cut = fx.Graph()
@@ -385,8 +391,9 @@ def sanity_check(
         raise DeconvError(f"example must index one of the {count} images (0..{count - 1}), received {example}")
     started = time.perf_counter()
     working = copy.deepcopy(model)  # randomization changes weights: never the user's model
-    steps = randomization_steps(working, layer, grouping)
+    steps = randomization_steps(working, layer, grouping, (x.shape[-2], x.shape[-1]))
     with Deconvnet(working) as dn:
+        dn.follow(x[:1])
         target = dn.layer(layer)
         scores = torch.cat([dn.activations(x[start:start + batch_size], [target.name])[target.name].float()
                             for start in range(0, count, batch_size)])  # (N, K) or (N, K, H, W)
@@ -447,7 +454,8 @@ def sanity_check(
             compared(intact, project(working, target.name, other_channels),
                      {mode: selectivity[mode]["other_channel"] for mode in modes}, None, "other_channel")
             features = int(np.prod(scores.shape[1:]))
-            seeded = _random_seed_model(working, target.node.name, features, seed)
+            seeded = _random_seed_model(working, target.node.name, features, seed,
+                                        dn.graph.graph if dn.concrete and dn.graph is not None else None)
             compared(intact, project(seeded, SEED_MODULE, [0] * count),
                      {mode: selectivity[mode]["random_seed"] for mode in modes}, None, "random_seed")
 

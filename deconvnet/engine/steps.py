@@ -41,7 +41,14 @@ class Mirror(nn.Module):
         return call(), None
 
 
-class TransposedConv2d(Mirror):
+class KeepsInputShape(Mirror):
+    """A step whose backward needs only the shape of the forward input (to restore it)."""
+
+    def run(self, call, args, mode):
+        return call(), args[0].shape
+
+
+class TransposedConv2d(KeepsInputShape):
     """A convolution's adjoint: the transposed convolution with the convolution's own weight tensor."""
 
     bias = None
@@ -59,9 +66,6 @@ class TransposedConv2d(Mirror):
     @property
     def weight(self) -> Tensor:
         return self._conv[0].weight  # tied: the very same tensor, never a copy
-
-    def run(self, call, args, mode):
-        return call(), args[0].shape
 
     def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         weight = self.weight
@@ -214,11 +218,8 @@ class TransposedLinear(Mirror):
         return f"{self.weight.shape[0]} -> {self.weight.shape[1]}, weight tied"
 
 
-class SpreadAverage(Mirror):
+class SpreadAverage(KeepsInputShape):
     """AdaptiveAvgPool2d's adjoint: each output cell spreads its signal evenly over its window."""
-
-    def run(self, call, args, mode):
-        return call(), args[0].shape
 
     def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         rows = _averaging_matrix(signal.shape[-2], input_shape[-2], signal)  # (h, H)
@@ -252,11 +253,8 @@ class Unpad(Mirror):
         return f"left={self.left}, right={self.right}, top={self.top}, bottom={self.bottom}"
 
 
-class Reshape(Mirror):
+class Reshape(KeepsInputShape):
     """flatten/view/reshape: the adjoint puts the values back in the input's shape."""
-
-    def run(self, call, args, mode):
-        return call(), args[0].shape
 
     def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         return [signal.reshape(signal.shape[0], *input_shape[1:])]

@@ -8,14 +8,17 @@ The full task (vgg16-hed, every convolution layer, deconvnet mode, 1000 photos, 
 extrapolates, saying which is which:
 
 - measured: a microscope build over the first ``--count`` photos with the first
-  ``--channels`` channels of every layer, timed by stage (scan, projections per layer, sprites,
-  pages); then, per layer, ``--captum-units`` units timed in pairs: our projection of the
-  unit's 9 entries and Captum's 9 calls for the same entries, back to back, so both see the
-  same load on a shared machine; and the forward pass per image that Captum's loop needs to
-  find each unit's top 9.
-- extrapolated: the scan scales with the number of images; projections and pages with the
-  number of units (each unit projects k entries, whatever the number of images); Captum with
-  its per-unit time times the units, plus one forward pass per image.
+  ``--channels`` channels of every layer, timed by stage: the scan, the projections' forward
+  passes (one per image, shared by all of its units, every layer), their backward passes per
+  layer (each over its unit's cone), the strips, sprites and pages. Then, per layer,
+  ``--captum-units`` units timed back to back: Captum's 9 NeuronDeconvolution calls for the
+  unit's entries, the same 9 projections scheduled by channel (one call, each entry with its
+  own forward pass over its cone: the previous scheduling) and today's engine; and the
+  forward pass per image that Captum's loop needs to find each unit's top 9.
+- extrapolated: the scan and the forward passes scale with the number of images (every photo
+  is in some unit's top 9 of the full task); backward passes, strips and pages with the number
+  of units (each unit projects k entries, whatever the number of images); Captum with its
+  per-unit time times the units, plus one forward pass per image.
 
 Writes bench_microscope.json and prints a table.
 """
@@ -35,8 +38,10 @@ from pathlib import Path
 import torch
 
 import deconvnet
+from deconvnet.dataset import runner
 from deconvnet.dataset.images import open_image
 from deconvnet.engine import Deconvnet
+from deconvnet.engine.recorder import Recorder
 from deconvnet.tasks.microscope import build as build_module
 from deconvnet.tasks.microscope import default_layers, microscope
 from deconvnet.tasks.top9.sheets import project_channel
@@ -63,24 +68,35 @@ def _timed(module, name: str, record: list) -> None:
 
 
 def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: int, workers: int) -> dict:
-    records: dict[str, list] = {"scan": [], "render_units": [], "write_sprites": [], "write_site": []}
-    _timed(build_module.scanning, "scan", records["scan"])
+    records: dict[str, list] = {"scan": [], "render_units": [], "write_sprites": [], "write_site": [],
+                                "forward": [], "backward": []}
+    _timed(runner.Job, "scan", records["scan"])  # the dataset runner's pass, as the build calls it
     _timed(build_module.thumbnails, "render_units", records["render_units"])
     _timed(build_module.thumbnails, "write_sprites", records["write_sprites"])
     _timed(build_module.site, "write_site", records["write_site"])
+    _timed(Recorder, "record", records["forward"])  # the projections' forward passes (one per image)
+    _timed(Deconvnet, "_backward_units", records["backward"])  # args: self, x, record, target, units, ...
     start = time.perf_counter()
     summary = microscope(photos, site, layers="all", modes=["deconvnet"], k=K, channels=channels, limit=count,
                          batch_size=batch_size, workers=workers, progress=False)
     total = time.perf_counter() - start
-    per_layer = {}
-    for seconds, args, _ in records["render_units"]:
-        layer, table = args[3], args[5]
-        units = sum(1 for entries in table.values() if entries)
-        per_layer[layer] = {"units": units, "seconds": round(seconds, 3), "per_unit_s": seconds / max(units, 1)}
+    forwards = [seconds for seconds, args, _ in records["forward"] if args[1].shape[0] > 0]
+    per_layer: dict[str, dict] = {}
+    for seconds, args, _ in records["backward"]:
+        layer = per_layer.setdefault(args[3].name, {"entries": 0, "seconds": 0.0})
+        layer["entries"] += len(args[4])
+        layer["seconds"] += seconds
+    projecting = sum(forwards) + sum(v["seconds"] for v in per_layer.values())
+    rendering = sum(r[0] for r in records["render_units"]) - projecting
+    for layer in per_layer.values():
+        layer["units"] = layer["entries"] / K
+        layer["backward_per_unit_s"] = layer["seconds"] / layer["units"]
+    units = sum(v["units"] for v in per_layer.values())
     return {"total_s": total, "images": summary.images, "scan_s": sum(r[0] for r in records["scan"]),
+            "forward_passes": len(forwards), "forward_per_image_s": sum(forwards) / max(len(forwards), 1),
+            "backward": per_layer, "units": units, "strips_per_unit_s": rendering / max(units, 1),
             "sprites_s": sum(r[0] for r in records["write_sprites"]),
-            "pages_s": sum(r[0] for r in records["write_site"]),
-            "projections": per_layer, "units": sum(v["units"] for v in per_layer.values())}
+            "pages_s": sum(r[0] for r in records["write_site"])}
 
 
 def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, today) -> dict:
@@ -135,7 +151,7 @@ def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, 
         forward = (time.perf_counter() - start) / len(x)
     dn.release()
     base.release()
-    return {"ours_per_unit_s": ours, "todays_engine_per_unit_s": todays, "captum_per_unit_s": captum,
+    return {"per_channel_per_unit_s": ours, "todays_engine_per_unit_s": todays, "captum_per_unit_s": captum,
             "forward_per_image_s": forward,
             "largest_relative_difference": agreement}
 
@@ -168,46 +184,50 @@ def main() -> None:
                              TodaysEngine(args.baseline))
     total_units = sum(full_units.values())
     scan_full = ours["scan_s"] / ours["images"] * FULL_IMAGES
-    # Per unit: the paired timing of the projection, plus the build's JPEG strips per unit (measured in the build).
-    strips = {layer: max(ours["projections"][layer]["per_unit_s"] - paired["ours_per_unit_s"][layer], 0.0)
-              for layer in layers}
-    projections_full = {layer: (paired["ours_per_unit_s"][layer] + strips[layer]) * full_units[layer]
-                        for layer in layers}
+    # Every photo sits in some unit's top 9 of the full task: one forward pass each.
+    forwards_full = ours["forward_per_image_s"] * FULL_IMAGES
+    backward_full = {layer: ours["backward"][layer]["backward_per_unit_s"] * full_units[layer] for layer in layers}
+    strips_full = ours["strips_per_unit_s"] * total_units
     rest_full = (ours["sprites_s"] + ours["pages_s"]) / ours["units"] * total_units
-    ours_full = scan_full + sum(projections_full.values()) + rest_full
+    ours_full = scan_full + forwards_full + sum(backward_full.values()) + strips_full + rest_full
+    # The previous scheduling, for the record: each channel's k entries as one call, each with its own forward.
+    per_channel_full = (scan_full + strips_full + rest_full
+                        + sum(paired["per_channel_per_unit_s"][layer] * full_units[layer] for layer in layers))
     captum_projections = {layer: paired["captum_per_unit_s"][layer] * full_units[layer] for layer in layers}
     captum_full = sum(captum_projections.values()) + FULL_IMAGES * paired["forward_per_image_s"]
-    captum_subset = (sum(paired["captum_per_unit_s"][layer] * ours["projections"][layer]["units"] for layer in layers)
-                     + ours["images"] * paired["forward_per_image_s"])
     figures = {
         "machine": machine(),
         "settings": vars(args) | {"photos": str(args.photos)},
-        "measured": {"microscope_build": ours, "paired_per_unit": paired,
-                     "captum_loop_for_the_same_subset_s (from the paired per-unit times)": captum_subset},
+        "measured": {"microscope_build": ours, "paired_per_unit": paired},
         "extrapolated_to_1000_images_all_units": {
-            "scan_s": scan_full, "projections_s": projections_full, "sprites_and_pages_s": rest_full,
-            "microscope_s": ours_full, "captum_projections_s": captum_projections,
+            "scan_s": scan_full, "forward_passes_s": forwards_full, "backward_passes_s": backward_full,
+            "strips_s": strips_full, "sprites_and_pages_s": rest_full, "microscope_s": ours_full,
+            "per_channel_scheduling_s": per_channel_full, "captum_projections_s": captum_projections,
             "captum_forward_passes_s": FULL_IMAGES * paired["forward_per_image_s"],
-            "captum_loop_s": captum_full, "ratio": captum_full / ours_full},
+            "captum_loop_s": captum_full, "ratio": captum_full / ours_full,
+            "per_channel_ratio": captum_full / per_channel_full},
     }
     Path(args.json).write_text(json.dumps(figures, indent=2, default=float) + "\n")
     print(f"measured: a build over {ours['images']} images, {args.channels} channels x {len(layers)} layers = "
-          f"{ours['units']} units: {ours['total_s']:.1f}s (scan {ours['scan_s']:.1f}s, projections "
-          f"{sum(v['seconds'] for v in ours['projections'].values()):.1f}s, sprites {ours['sprites_s']:.1f}s, "
+          f"{ours['units']:.0f} units: {ours['total_s']:.1f}s (scan {ours['scan_s']:.1f}s, "
+          f"{ours['forward_passes']} forward passes {ours['forward_per_image_s'] * ours['forward_passes']:.1f}s, "
+          f"backward passes {sum(v['seconds'] for v in ours['backward'].values()):.1f}s, strips "
+          f"{ours['strips_per_unit_s'] * ours['units']:.1f}s, sprites {ours['sprites_s']:.1f}s, "
           f"pages {ours['pages_s']:.1f}s)")
-    print(f"{'layer':12} {'units':>6} {'ours s/unit':>12} {'today s/unit':>13} {'captum s/unit':>14} {'ratio':>6} "
-          f"{'full ours s':>12} {'full captum s':>14}")
+    print(f"{'layer':12} {'units':>6} {'backward s/unit':>16} {'per channel':>12} {'today':>8} {'captum':>8} "
+          f"{'ratio':>6} {'full ours s':>12} {'full captum s':>14}")
     for layer in layers:
-        print(f"{layer:12} {full_units[layer]:>6} {paired['ours_per_unit_s'][layer]:>12.3f} "
-              f"{paired['todays_engine_per_unit_s'][layer]:>13.3f} "
-              f"{paired['captum_per_unit_s'][layer]:>14.3f} "
-              f"{paired['captum_per_unit_s'][layer] / paired['ours_per_unit_s'][layer]:>6.1f} "
-              f"{projections_full[layer]:>12.0f} {captum_projections[layer]:>14.0f}")
+        mine = ours["backward"][layer]["backward_per_unit_s"] + ours["strips_per_unit_s"]
+        print(f"{layer:12} {full_units[layer]:>6} {ours['backward'][layer]['backward_per_unit_s']:>16.3f} "
+              f"{paired['per_channel_per_unit_s'][layer]:>12.3f} {paired['todays_engine_per_unit_s'][layer]:>8.3f} "
+              f"{paired['captum_per_unit_s'][layer]:>8.3f} {paired['captum_per_unit_s'][layer] / mine:>6.1f} "
+              f"{backward_full[layer]:>12.0f} {captum_projections[layer]:>14.0f}")
     print(f"extrapolated to {FULL_IMAGES} images and all {total_units} units: microscope {ours_full / 60:.1f} min "
-          f"(scan {scan_full / 60:.1f}, projections {sum(projections_full.values()) / 60:.1f}, sprites and pages "
+          f"(scan {scan_full / 60:.1f}, forward passes {forwards_full / 60:.1f}, backward passes "
+          f"{sum(backward_full.values()) / 60:.1f}, strips {strips_full / 60:.1f}, sprites and pages "
           f"{rest_full / 60:.1f}); Captum loop {captum_full / 60:.1f} min "
           f"({FULL_IMAGES * paired['forward_per_image_s'] / 60:.1f} of it forward passes); "
-          f"ratio {captum_full / ours_full:.2f}x")
+          f"ratio {captum_full / ours_full:.2f}x (scheduled by channel instead: {captum_full / per_channel_full:.2f}x)")
     print(f"wrote {args.json}")
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 from test_cropped_projection import assert_equals_full_pass, build
+from torch import nn
 
 import deconvnet
 from deconvnet.engine.cones import plan_cones
@@ -65,3 +66,65 @@ def test_a_gate_broadcast_over_the_map_has_no_cone():
         gate = dn.graph.find("features.4.block.2.avgpool").node
         assert cones[gate] is None
         assert cones[target] is not None and cones[target].size == (1, 1)
+
+
+class AveragePooled(nn.Module):
+    """An average pool has an exact adjoint (steps.Adjoint), which runs on whole maps only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                                    nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# Models whose whole path up to the layer runs on boxes (coneforward.py), and one that cannot (the
+# average pool): every unit alone in its image, in corners, on borders and in the middle.
+CONE_FORWARD = [("dilated", 45, "relu3", True), ("vgg11_bn", 64, "features.11", True),
+                ("resnet18", 72, "layer2.1.relu:2", True), ("mobilenet_v2", 64, "features.6.conv.2", True),
+                ("squeezenet1_1", 67, "features.7.expand3x3", True), ("alexnet", 99, "features.5", True),
+                ("average", 40, "layers.4", False)]
+
+
+@pytest.mark.parametrize("mode", ["deconvnet", "guided", "backprop"])
+@pytest.mark.parametrize("name,size,layer,boxable", CONE_FORWARD)
+def test_cone_forward_equals_the_full_pass(name, size, layer, boxable, mode, monkeypatch):
+    import deconvnet.engine.deconvnet as engine
+
+    answers = []
+
+    def spy(*args, **kwargs):
+        answers.append(engine_cone_record(*args, **kwargs))
+        return answers[-1]
+
+    engine_cone_record = engine.cone_record
+    monkeypatch.setattr(engine, "cone_record", spy)
+    torch.manual_seed(6)
+    model = AveragePooled().eval() if name == "average" else build(name)
+    x = torch.rand(4, 3, size, size + 3)
+    with deconvnet.Deconvnet(model) as dn:
+        _, channels, height, width = dn.activations(x, [layer])[layer].shape
+        units = [(0, 1, (0, 0)), (1, channels - 1, (height - 1, width - 1)), (2, 2, (height // 2, width // 2)),
+                 (3, 0, (0, width - 1))]
+        assert_equals_full_pass(dn, x, layer, units, mode)
+    assert answers and all((record is not None) == boxable for record in answers)
+
+
+def test_cone_forward_reads_the_weights_as_they_are_now():
+    """The channels-last copy of a transposed convolution's weight follows the model's weight."""
+    model = build("vgg11_bn")
+    x = torch.rand(1, 3, 64, 64)
+    with deconvnet.Deconvnet(model) as dn:
+        before = dn.project_units(x, "features.11", [(0, 3, (2, 2))]).maps
+        with torch.no_grad():
+            model.features[8].weight.mul_(2)  # the conv below the target
+        try:
+            after = dn.project_units(x, "features.11", [(0, 3, (2, 2))]).maps
+            reference = dn.project_units(x, "features.11", [(0, 3, (2, 2))], crop=False).maps
+        finally:
+            with torch.no_grad():
+                model.features[8].weight.div_(2)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, reference, rtol=RTOL, atol=ATOL_SCALE * float(reference.abs().max()))

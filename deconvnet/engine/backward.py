@@ -16,17 +16,19 @@ from .relu import ReluRule
 from .steps import Adjoint, Unsupported, take_rows
 
 
-def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: Tensor, target: fx.Node,
-             rows: Tensor | None, rule: ReluRule, positions: list[tuple[int, int]] | None = None) -> Tensor:
+def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: Tensor | Boxed, target: fx.Node,
+             rows: Tensor | None, rule: ReluRule, positions: list[tuple[int, int]] | None = None,
+             plan: ConePlan | None = None) -> Tensor:
     """The projection of ``seed`` (B, ...) at ``target`` onto the input, (B, C, H, W).
 
     ``rows`` are the images (in the recorded batch) the seed's rows belong to; None when
     row i is image i. Signals meeting at a node (residual paths) add up. With ``positions``
     (row i's unit, where its seed is non-zero) each row runs over its cone only (cones.py);
-    the result is the same.
+    the result is the same. A ``plan`` whose record is cone-restricted (coneforward.py) comes
+    with its own seed, already over the target's boxes.
     """
-    plan = None
-    if positions is not None:
+    if plan is None and positions is not None:
+        assert isinstance(seed, Tensor)  # a Boxed seed comes with its plan
         images = rows.tolist() if rows is not None else list(range(seed.shape[0]))
         plan = ConePlan(graph, record, target, positions, images)
     signals: dict[fx.Node, Any] = {target: plan.arriving(target, seed) if plan is not None else seed}
@@ -35,7 +37,8 @@ def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: T
         if node is graph.input:
             if isinstance(signal, Boxed):
                 return plan.full(signal, node)  # type: ignore[union-attr]  # a Boxed signal has a plan
-            return signal if signal is not None else torch.zeros_like(seed)
+            assert signal is not None or isinstance(seed, Tensor)  # a cone plan's target is on the input's path
+            return signal if signal is not None else torch.zeros_like(seed)  # type: ignore[arg-type]
         if signal is None:
             continue
         step = mirror.steps[node]
@@ -47,6 +50,7 @@ def backward(graph: LayerGraph, mirror: DeconvnetMirror, record: Record, seed: T
             assert plan is not None
             boxed = None if isinstance(step, Adjoint) else plan.step(step, node, signal, sources, rule)
             arriving = None if boxed is None else list(zip(sources, boxed))
+            assert arriving is not None or not record.boxed  # coneforward takes only steps that run on boxes
             if arriving is None:
                 signal = plan.full(signal, node)  # this step needs the whole map
         if arriving is None:

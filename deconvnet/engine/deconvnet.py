@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import DeconvError
 from .backward import backward
+from .coneforward import cone_record
+from .cones import Boxed, ConePlan
 from .features import FeatureExtractor
 from .graph import Layer, LayerGraph
 from .mirror import DeconvnetMirror
 from .receptive import ReceptiveField
-from .recorder import Recorder
+from .recorder import Record, Recorder
 from .relu import ReluRule, relu_rule
 from .validate import check_unit
 from .windows import cut, group_by_size, plan_jobs
@@ -153,29 +155,73 @@ class Deconvnet(FeatureExtractor):
                 record = self._recorder.record(x, target.node, rule)
             except RuntimeError as error:
                 raise self._failure(x, target.name, error) from error
-            activation = record.activation
-            if not isinstance(activation, Tensor) or target.node not in record.on_path:
-                raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
-            chosen = [self._select(activation, target, *unit) for unit in units]
-            images = torch.tensor([u.image for u in chosen], device=x.device)
-            one_per_image = len(chosen) == x.shape[0] and bool(
-                (images == torch.arange(len(chosen), device=x.device)).all())
-            maps = []
-            # Chunks bound the memory: each row of the backward pass is a full set of feature maps.
-            for start in range(0, len(chosen), BACKWARD_CHUNK):
-                chunk = chosen[start:start + BACKWARD_CHUNK]
-                seed = activation.new_zeros(len(chunk), *activation.shape[1:])
-                for row, unit in enumerate(chunk):
-                    index = (row, unit.channel) + tuple(unit.position or ())
-                    seed[index] = unit.value
-                # one unit per image, in order: the records serve as they are
-                rows = None if one_per_image and len(chunk) == len(chosen) else (
-                    torch.tensor([u.image for u in chunk], device=x.device))
-                positions = [u.position for u in chunk if u.position is not None] if cones else None
-                if positions is not None and len(positions) < len(chunk):
-                    positions = None  # a 1-D layer: no cone
-                maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule, positions))
+            return self._backward_units(x, record, target, units, rule, cones)
+
+    def _backward_units(self, x: Tensor, record: Record, target: Layer, units, rule: ReluRule,
+                        cones: bool) -> Projection:
+        """The projections of ``units`` of ``target`` from a record of x's forward pass, in chunks."""
+        activation = record.activations.get(target.node)
+        if not isinstance(activation, Tensor) or target.node not in record.on_path:
+            raise DeconvError(f"layer {target.name} does not produce a tensor computed from the input")
+        chosen = [self._select(activation, target, *unit) for unit in units]
+        images = torch.tensor([u.image for u in chosen], device=x.device)
+        one_per_image = len(chosen) == x.shape[0] and bool(
+            (images == torch.arange(len(chosen), device=x.device)).all())
+        maps = []
+        # Chunks bound the memory: each row of the backward pass is a full set of feature maps.
+        for start in range(0, len(chosen), BACKWARD_CHUNK):
+            chunk = chosen[start:start + BACKWARD_CHUNK]
+            seed = activation.new_zeros(len(chunk), *activation.shape[1:])
+            for row, unit in enumerate(chunk):
+                index = (row, unit.channel) + tuple(unit.position or ())
+                seed[index] = unit.value
+            # one unit per image, in order: the records serve as they are
+            rows = None if one_per_image and len(chunk) == len(chosen) else (
+                torch.tensor([u.image for u in chunk], device=x.device))
+            positions = [u.position for u in chunk if u.position is not None] if cones else None
+            if positions is not None and len(positions) < len(chunk):
+                positions = None  # a 1-D layer: no cone
+            maps.append(backward(self.graph, self.mirror, record, seed, target.node, rows, rule, positions))
         return Projection(torch.cat(maps), chosen, target)
+
+    def project_layers(
+        self,
+        x: Tensor,
+        units: Mapping[str, Sequence[tuple[int, int, tuple[int, int] | None]]],
+        *,
+        modes: Sequence[str] = ("deconvnet",),
+    ) -> dict[tuple[str, str], Projection]:
+        """Project units of several layers, in several modes, from one forward pass over ``x``.
+
+        ``units`` maps each layer to its units, as in ``project_units``. The forward pass over
+        the whole of x records what every layer and mode needs (one pass serves the many units an
+        image has in a microscope); each unit's backward pass then runs over its cone only.
+        Returns the projections by (layer, mode).
+
+        >>> import torch, torchvision
+        >>> dn = Deconvnet(torchvision.models.vgg11().eval())
+        >>> units = {"conv2_1": [(0, 3, None)], "conv4_1": [(0, 1, (2, 2)), (0, 5, (3, 1))]}
+        >>> found = dn.project_layers(torch.rand(1, 3, 64, 64), units, modes=["deconvnet", "guided"])
+        >>> sorted(found)
+        [('conv2_1', 'deconvnet'), ('conv2_1', 'guided'), ('conv4_1', 'deconvnet'), ('conv4_1', 'guided')]
+        >>> found["conv4_1", "guided"].maps.shape
+        torch.Size([2, 3, 64, 64])
+        """
+        rules = {mode: relu_rule(mode) for mode in modes}
+        if not rules or not units:
+            raise DeconvError("expected at least one layer and one mode to project, received none")
+        self._check_input(x)
+        self.follow(x)
+        targets = {layer: self.graph.find(layer) for layer in units}
+        # A record with the ReLU masks serves every mode: the deconvnet's rule does not read them.
+        recording = next((rule for rule in rules.values() if rule.masked), next(iter(rules.values())))
+        with torch.no_grad():
+            try:
+                record = self._recorder.record(x, [t.node for t in targets.values()], recording)
+            except RuntimeError as error:
+                raise self._failure(x, ", ".join(units), error) from error
+            return {(layer, mode): self._backward_units(x, record, targets[layer], list(units[layer]), rule, True)
+                    for layer in units for mode, rule in rules.items() if units[layer]}
 
     def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField,
                          rule: ReluRule, cones: bool) -> Projection:
@@ -192,7 +238,16 @@ class Deconvnet(FeatureExtractor):
         stride_y, stride_x = field.stride
         maps = x.new_zeros(len(units), x.shape[1], height, width)
         chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
-        for group in group_by_size(plan_jobs(units, field, (height, width))):
+        jobs = plan_jobs(units, field, (height, width))
+        if cones:
+            # A unit alone in its image runs forward over its cone only (coneforward.py), where it can.
+            alone = [job.rows[0] for job in jobs if len(job.rows) == 1]
+            done = self._project_cones(x, target, [units[row] for row in alone], rule)
+            if done is not None:
+                for row, local_map, unit in zip(alone, done.maps, done.units):
+                    maps[row], chosen[row] = local_map, unit
+                jobs = [job for job in jobs if len(job.rows) > 1]
+        for group in group_by_size(jobs):
             # chunks of windows bound the memory of one forward pass
             for start in range(0, len(group), WINDOW_CHUNK):
                 jobs = group[start:start + WINDOW_CHUNK]
@@ -208,6 +263,38 @@ class Deconvnet(FeatureExtractor):
                         local_map)
                     chosen[row] = Unit(image, channel, tuple(position), unit.value)
         return Projection(maps, chosen, target)
+
+    def _project_cones(self, x: Tensor, target: Layer, units: list, rule: ReluRule) -> Projection | None:
+        """Units at known positions, each row forward and back over its own cone (coneforward.py);
+        None when an operation on the way cannot run on boxes."""
+        if not units:
+            return None
+        try:
+            shapes = self._recorder.record(x[:0], target.node, rule)  # an empty batch: shapes, no arithmetic
+        except RuntimeError:
+            return None
+        maps: list[Tensor] = []
+        chosen: list[Unit] = []
+        with torch.no_grad():
+            for start in range(0, len(units), BACKWARD_CHUNK):
+                chunk = units[start:start + BACKWARD_CHUNK]
+                positions = [(int(position[0]), int(position[1])) for _, _, position in chunk]
+                plan = ConePlan(self.graph, shapes, target.node, positions, [image for image, _, _ in chunk])
+                record = cone_record(self.graph, self.mirror, shapes, plan, x, target.node, rule)
+                if record is None:
+                    return None
+                plan.record = record
+                rows = torch.arange(len(chunk), device=x.device)
+                channels = torch.tensor([channel for _, channel, _ in chunk], device=x.device)
+                values = record.activation[rows, channels, 0, 0]  # each row's box at the target is its unit
+                seed = torch.zeros_like(record.activation)
+                seed[rows, channels, 0, 0] = values
+                boxes = plan.boxes(target.node)
+                maps.append(backward(self.graph, self.mirror, record, Boxed(seed, boxes), target.node, None, rule,
+                                     plan=plan))
+                chosen.extend(Unit(image, channel, position, float(value))
+                              for (image, channel, _), position, value in zip(chunk, positions, values.tolist()))
+        return Projection(torch.cat(maps), chosen, target)
 
     def _output_shape(self, target: Layer, x: Tensor) -> torch.Size:
         """The target's output shape for x's image size, from an empty batch (no arithmetic runs)."""

@@ -30,6 +30,8 @@ class Record:
     tensors: set[fx.Node] = field(default_factory=set)  # nodes whose value is a tensor
     shapes: dict[fx.Node, Any] = field(default_factory=dict)  # ... and their shapes (cones.py plans by them)
     on_path: set[fx.Node] = field(default_factory=set)  # ... or holds tensors, and depends on the input
+    activations: dict[fx.Node, Any] = field(default_factory=dict)  # every target's value
+    boxed: bool = False  # saved switches and masks are per row over a cone plan's boxes (coneforward.py)
 
 
 class Recorder(fx.Interpreter):
@@ -49,11 +51,14 @@ class Recorder(fx.Interpreter):
         super().__init__(graph.model, garbage_collect_values=False, graph=graph.graph)
         self.layers, self.mirror = graph, mirror
 
-    def record(self, x: Tensor, target: fx.Node, rule: ReluRule) -> Record:
-        order = self.layers.ancestors(target)
+    def record(self, x: Tensor, target: fx.Node | list[fx.Node], rule: ReluRule) -> Record:
+        """One forward pass up to ``target``, or up to several targets at once (their values are then
+        in ``Record.activations``), recording what each mirror step on the way needs."""
+        targets = target if isinstance(target, list) else [target]
+        order = self.layers.ancestors_of(targets)
         for node in order:
             writer = self.mirror.unseen.get(node)
-            if writer is not None and node is not target:
+            if writer is not None and node not in targets:
                 reason = writer.reason if isinstance(writer, Unsupported) else f"{writer!r} writes in place"
                 raise DeconvError(f"cannot project through {reason}. Supported operations: {supported_operations()}")
         last_use = {}
@@ -72,9 +77,10 @@ class Recorder(fx.Interpreter):
                 if node in self.layers.dynamic and _holds_tensors(value):
                     self.record_.on_path.add(node)
                 for source in node.all_input_nodes:
-                    if last_use.get(source) == index and source is not target:
+                    if last_use.get(source) == index and source not in targets:
                         self.env.pop(source, None)  # free activations nothing later reads
-            self.record_.activation = self.env[target]
+            self.record_.activations = {node: self.env[node] for node in targets}
+            self.record_.activation = self.env[targets[-1]]
             return self.record_
         finally:
             self.env = {}

@@ -67,6 +67,16 @@ class TransposedConv2d(KeepsInputShape):
     def weight(self) -> Tensor:
         return self._conv[0].weight  # tied: the very same tensor, never a copy
 
+    def channels_last_weight(self) -> Tensor:
+        """The weight in channels-last order, for a channels-last signal: converted once, not on every
+        call as oneDNN would, and again whenever the weight changes (its version counter moves)."""
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if getattr(self, "_cached_key", None) != key:
+            self._cached_key = key
+            self._cached = weight.detach().contiguous(memory_format=torch.channels_last)
+        return self._cached
+
     def forward(self, signal: Tensor, input_shape: torch.Size, mode: Any = None) -> list[Tensor]:
         weight = self.weight
         # the output_padding that restores the forward input's size

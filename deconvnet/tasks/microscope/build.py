@@ -175,14 +175,15 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
             todo = [(n, mode) for n in site_layers for mode in site_modes
                     if not thumbnails.sprite_path(out / folder_of[n], mode).exists()]
             todo = group.broadcast(todo)  # decided once: rank 0 writes the sprites meanwhile
-            for n, mode in todo:
-                folder = out / folder_of[n]
-                summary.projected += thumbnails.render_units(dn, loaded.transform, job.images.root, n, folder,
-                                                             tables[n], [mode], job.device, progress, group=group,
-                                                             on_unit=on_unit)
-                if group.leader:
+            # every layer's units at once: an image's forward pass serves all of them
+            summary.projected += thumbnails.render_units(
+                dn, loaded.transform, job.images.root, [(n, out / folder_of[n], tables[n]) for n in
+                                                        dict.fromkeys(n for n, _ in todo)],
+                site_modes, job.device, progress, group=group, on_unit=on_unit)
+            if group.leader:
+                for n, mode in todo:
                     active = {c for c, entries in tables[n].channels.items() if entries}
-                    thumbnails.write_sprites(folder, list(tables[n].channels), active, mode)
+                    thumbnails.write_sprites(out / folder_of[n], list(tables[n].channels), active, mode)
             group.barrier()
             images_scored = len(names) - len(skipped)
             if group.leader:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from ...dataset.images import open_image
 from ...dataset.results import Entry, LayerResults
 from ...engine import Deconvnet
 from ...fileio import save_image_atomic
-from ..top9.sheets import DISPLAY_PERCENTILE, ImageCache, project_channel
+from ..top9.sheets import DISPLAY_PERCENTILE
 
 CELL = 96  # side of a cell on a unit page, in pixels
 TILE = 48  # side of a tile half (projection or patch) on a layer page
@@ -50,88 +50,104 @@ def _cell(picture: np.ndarray, side: int) -> Image.Image:
     return image.resize((side, side), method)
 
 
-def _strip(pictures: list[np.ndarray]) -> Image.Image:
-    strip = Image.new("RGB", (CELL * len(pictures), CELL), (128, 128, 128))
-    for i, picture in enumerate(pictures):
-        strip.paste(_cell(picture, CELL), (i * CELL, 0))
+def _strip(cells: list[Image.Image]) -> Image.Image:
+    strip = Image.new("RGB", (CELL * len(cells), CELL), (128, 128, 128))
+    for i, cell in enumerate(cells):
+        strip.paste(cell, (i * CELL, 0))
     return strip
 
 
-def render_units(dn: Deconvnet, transform, root: Path, layer: str, folder: Path, table: LayerResults,
+class Unit(NamedTuple):
+    """One unit's work: its layer, channel, k entries and the modes whose strips are missing."""
+
+    layer: str
+    folder: Path
+    channel: int
+    entries: list[Entry]
+    modes: tuple[str, ...]
+
+
+def render_units(dn: Deconvnet, transform, root: Path, layers: list[tuple[str, Path, LayerResults]],
                  modes: list[str], device: torch.device, progress: bool, *, group: Group | None = None,
                  on_unit: Callable[[str, int, str], None] | None = None) -> int:
-    """Write the missing strips of ``layer`` (every channel of ``table`` in every mode); returns units projected.
+    """Write the missing strips of every unit of ``layers`` (layer, folder, results) in every mode;
+    returns the strips projected (a unit in two modes counts twice).
 
-    Each channel's k windows (the units' receptive fields) run as one batch. Where a unit sees
-    the whole input (a fully connected layer) there is no window to cut, so the units are grouped
-    by image instead: the units of one image share its forward pass and its switches. (Grouping by
-    image where the field is finite was measured 2-3x slower at conv5_2 and conv5_3 of VGG16: the
-    union of an image's windows is the whole image, and the backward passes dominate.) Under
-    torchrun the units are split between the processes (``group``); the count is over all of them.
-    ``on_unit(layer, channel, mode)`` is called after each unit's strips are written.
+    The work runs by image: one forward pass over an image records what all of its units need,
+    in every layer and mode (Deconvnet.project_layers), and each unit's backward pass runs over
+    its cone only. (Each image sits in about 38 of the 4224 top-9 lists of vgg16-hed over 1000
+    photos; running a forward for each of them, over each unit's window, cost 3x more at
+    conv5_3: scripts/bench_microscope.py.) A unit's strips are written as soon as its k images
+    are done, and images are visited in the order the units first need them, so units finish
+    early and an interrupted build keeps most of its work. Memory: the finished cells of the
+    units still waiting for images, 2 x CELL x CELL x 3 bytes each (at most 2.1 GB for all 38016
+    of vgg16-hed at k = 9). Under torchrun the units are split between the processes
+    (``group``); the count is over all of them. ``on_unit(layer, channel, mode)`` is called
+    after each unit's strip of a mode is written.
     """
     group = group or Group()
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    jobs = [(channel, entries, mode) for mode in modes for channel, entries in table.channels.items()
-            if entries and not strip_path(folder, channel, mode).exists()]
-    jobs = group.broadcast(jobs)  # decided once: the ranks write strips meanwhile
-    if not jobs:
+    units = []
+    for layer, folder, table in layers:
+        (folder / "img").mkdir(parents=True, exist_ok=True)
+        for channel, entries in table.channels.items():
+            missing = tuple(mode for mode in modes if not strip_path(folder, channel, mode).exists())
+            if entries and missing:
+                units.append(Unit(layer, folder, channel, entries, missing))
+    units = group.broadcast(units)  # decided once: the ranks write strips meanwhile
+    if not units:
         return 0
-    by_image = dn.receptive_field(layer).size is None
-    with tqdm(total=len(jobs), desc=f"project {layer}", unit="unit", dynamic_ncols=True,
+    total = sum(len(unit.modes) for unit in units)
+    with tqdm(total=total, desc="project", unit="strip", dynamic_ncols=True,
               disable=not (progress and group.leader), file=sys.stderr) as bar:
-        for mode in modes:
-            mine, steps = group.share([(channel, entries) for channel, entries, job_mode in jobs if job_mode == mode])
-            work = _by_image(dn, transform, root, layer, mine, mode, device) if by_image else \
-                _by_channel(dn, transform, root, layer, mine, mode, device)
-            for channel, projections, patches in group.lockstep(work, steps):
-                patch_path = strip_path(folder, channel, "patches")
-                if not patch_path.exists():
-                    save_image_atomic(patch_path, _strip(patches), quality=QUALITY)
-                save_image_atomic(strip_path(folder, channel, mode), _strip(projections), quality=QUALITY)
-                bar.update(group.world)
+        mine, steps = group.share(units)
+        for unit, cells in group.lockstep(_by_image(dn, transform, root, mine, device), steps):
+            patch_path = strip_path(unit.folder, unit.channel, "patches")
+            if not patch_path.exists():
+                save_image_atomic(patch_path, _strip(cells["patches"]), quality=QUALITY)
+            for mode in unit.modes:
+                save_image_atomic(strip_path(unit.folder, unit.channel, mode), _strip(cells[mode]), quality=QUALITY)
                 if on_unit is not None:
-                    on_unit(layer, channel, mode)
-    return len(jobs)
+                    on_unit(unit.layer, unit.channel, mode)
+            bar.update(len(unit.modes) * group.world)
+    return total
 
 
-def _by_channel(dn, transform, root, layer, jobs, mode, device):
-    """(channel, projections, patches) per channel, its k windows projected as one batch."""
-    cache = ImageCache(transform)
-    for channel, entries in jobs:
-        x = torch.stack([cache(_source(root, e.image)) for e in entries]).to(device)
-        positions = [e.position for e in entries]
-        projections, patches, _, _ = project_channel(dn, transform, x, layer, channel, positions, mode)
-        yield channel, projections, patches
-
-
-def _by_image(dn, transform, root, layer, jobs, mode, device):
-    """(channel, projections, patches) per channel, as soon as all the images it needs are done.
-
-    Images are visited in the order the channels first need them, so channels finish early
-    and an interrupted run keeps most of its work.
-    """
-    wanted: dict[str, list[tuple[int, int, Entry]]] = {}
-    for channel, entries in jobs:
-        for rank, entry in enumerate(entries):
-            wanted.setdefault(entry.image, []).append((channel, rank, entry))
-    cells: dict[int, list] = {channel: [None] * len(entries) for channel, entries in jobs}
-    left = {channel: len(entries) for channel, entries in jobs}
-    for name, units in wanted.items():
+def _by_image(dn: Deconvnet, transform, root: Path, units: list[Unit], device: torch.device
+              ) -> Iterator[tuple[Unit, dict[str, list[Image.Image]]]]:
+    """(unit, its cells by mode and "patches") per unit, as soon as all the images it needs are done."""
+    wanted: dict[str, list[tuple[int, int]]] = {}  # image -> (unit index, rank of the entry)
+    for index, unit in enumerate(units):
+        for rank, entry in enumerate(unit.entries):
+            wanted.setdefault(entry.image, []).append((index, rank))
+    cells: dict[int, dict[str, list]] = {}
+    left = [len(unit.entries) for unit in units]
+    for name, needs in wanted.items():
         x = transform(open_image(_source(root, name)))[None].to(device)  # (1, 3, H, W)
-        size = tuple(x.shape[-2:])
+        size = (int(x.shape[-2]), int(x.shape[-1]))
         picture = transform.to_uint8(x[0])
-        maps = dn.project_units(x, layer, [(0, channel, e.position) for channel, _, e in units], mode=mode).maps
-        for (channel, rank, entry), projection in zip(units, maps):
-            box = dn.box(layer, entry.position, size)
-            crop = render.crop_with_padding(projection.float().cpu(), box, fill=0)
-            cells[channel][rank] = (render.to_display(transform.as_rgb(crop), percentile=DISPLAY_PERCENTILE),
-                                    render.crop_with_padding(picture, box, fill=0))
-            left[channel] -= 1
-        for channel in sorted({channel for channel, _, _ in units}):
-            if left[channel] == 0:
-                done = cells.pop(channel)
-                yield channel, [c[0] for c in done], [c[1] for c in done]
+        # units asking for the same modes share one call (and so one forward pass)
+        by_modes: dict[tuple[str, ...], dict[str, list[tuple[int, int]]]] = {}
+        for index, rank in needs:
+            by_modes.setdefault(units[index].modes, {}).setdefault(units[index].layer, []).append((index, rank))
+        for modes, by_layer in by_modes.items():
+            requests = {layer: [(0, units[index].channel, units[index].entries[rank].position)
+                                for index, rank in pairs] for layer, pairs in by_layer.items()}
+            found = dn.project_layers(x, requests, modes=modes)
+            for layer, pairs in by_layer.items():
+                for row, (index, rank) in enumerate(pairs):
+                    unit = units[index]
+                    box = dn.box(layer, unit.entries[rank].position, size)
+                    slots = cells.setdefault(index, {kind: [None] * len(unit.entries) for kind in
+                                                     ("patches", *unit.modes)})
+                    slots["patches"][rank] = _cell(np.asarray(render.crop_with_padding(picture, box, fill=0)), CELL)
+                    for mode in modes:
+                        crop = render.crop_with_padding(found[layer, mode].maps[row].float().cpu(), box, fill=0)
+                        slots[mode][rank] = _cell(render.to_display(transform.as_rgb(crop),
+                                                                    percentile=DISPLAY_PERCENTILE), CELL)
+        for index in sorted({index for index, _ in needs}):
+            left[index] -= 1
+            if left[index] == 0:
+                yield units[index], cells.pop(index)
 
 
 def _source(root: Path, name: str) -> Path:

@@ -46,3 +46,29 @@ def test_order_and_noise_do_not_change_the_result():
         size = rng.choice([1, 4, 7, 60])
         batches = [order[i:i + size] for i in range(0, len(order), size)]
         assert _best(noisy, 9, batches) == expected, trial
+
+
+def test_positions_are_found_only_for_images_that_can_enter_and_the_lists_equal_brute_force():
+    """batch_scores finds a position only where TopK asks; the kept lists equal sorting every image."""
+    from deconvnet.dataset.accumulators import batch_scores
+
+    generator = torch.Generator().manual_seed(11)
+    maps = torch.randn(40, 6, 5, 7, generator=generator)  # 40 images, 6 channels
+    maps[:, 2] = 3.0  # a channel where every image ties everywhere: the earliest images, position 0
+    channels = torch.tensor([0, 2, 5])
+    top, asked_per_batch = TopK.empty(3, 4), []
+    for start in range(0, 40, 8):
+        batch = maps[start:start + 8].contiguous(memory_format=torch.channels_last)
+        values, locate = batch_scores(batch, channels)
+
+        def counting(asked, locate=locate):
+            asked_per_batch.append(int(asked.sum()))
+            return locate(asked)
+        top = top.add(values, torch.arange(start, start + 8), counting)
+    for row, channel in enumerate(channels.tolist()):
+        flat = maps[:, channel].flatten(1)
+        best = sorted(range(40), key=lambda i: (-float(flat[i].max()), i))[:4]
+        assert top.images[row].tolist() == best
+        assert top.positions[row].tolist() == [int(flat[i].argmax()) for i in best]
+    assert asked_per_batch[0] == 3 * 8  # the lists are empty: every image may enter
+    assert sum(asked_per_batch[1:]) < 3 * 8 * 4  # later, only the images within reach

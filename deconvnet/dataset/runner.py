@@ -244,8 +244,8 @@ class Job:
                 if x is not None:
                     outputs = dn.activations(x.to(self.device), list(layers))
                     for layer in layers:
-                        values, positions = batch_scores(outputs.pop(layer), wanted[layer])  # (C, B) each
-                        kept[layer] = {name: acc.add(values, indices, positions) for name, acc in kept[layer].items()}
+                        values, locate = batch_scores(outputs.pop(layer), wanted[layer])  # (C, B)
+                        kept[layer] = {name: acc.add(values, indices, locate) for name, acc in kept[layer].items()}
                 done += len(indices) + len(failed)
                 if on_batch is not None:
                     on_batch(number)

@@ -232,18 +232,19 @@ class ConePlan:
     def _unpool(self, values: Tensor, boxes: list[Box], saved: Any, below: list[Box]) -> Tensor:
         """Unpooling on the box: each switch (a flat position in the input map) moved into the input box."""
         switches, input_shape = saved
-        n, c = values.shape[:2]
         height, width = below[0].height, below[0].width
         if self.record.boxed:  # the cone forward kept them as positions in the input's box
             return self._scattered(values, switches, height, width)
-        chosen = self.crop(switches, boxes)
-        width = input_shape[-1]
-        tops = chosen.new_tensor([b.top for b in below]).view(-1, 1, 1, 1)
-        lefts = chosen.new_tensor([b.left for b in below]).view(-1, 1, 1, 1)
+        # the switches' rows and columns, found once per record: all of its units' passes read them
+        key = ("switch rows and columns", id(switches))
+        if key not in self.record.cache:
+            self.record.cache[key] = (switches // input_shape[-1], switches % input_shape[-1])
+        rows, columns = (self.crop(part, boxes) for part in self.record.cache[key])
+        tops = rows.new_tensor([b.top for b in below]).view(-1, 1, 1, 1)
+        lefts = rows.new_tensor([b.left for b in below]).view(-1, 1, 1, 1)
         # A fitted box may hold positions past its cone, where the signal is zero; their switches
         # can point outside the input box, so they are clamped (adding a zero anywhere is harmless).
-        local = ((chosen // width - tops) * below[0].width + (chosen % width - lefts)).clamp_(
-            0, below[0].height * below[0].width - 1)
+        local = ((rows - tops) * width + (columns - lefts)).clamp_(0, height * width - 1)
         return self._scattered(values, local, below[0].height, below[0].width)
 
     @staticmethod

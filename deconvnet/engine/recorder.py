@@ -31,6 +31,7 @@ class Record:
     shapes: dict[fx.Node, Any] = field(default_factory=dict)  # ... and their shapes (cones.py plans by them)
     on_path: set[fx.Node] = field(default_factory=set)  # ... or holds tensors, and depends on the input
     activations: dict[fx.Node, Any] = field(default_factory=dict)  # every target's value
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # what the backward derives from it, kept
     boxed: bool = False  # saved switches and masks are per row over a cone plan's boxes (coneforward.py)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: 
     summary = microscope(photos, site, layers="all", modes=["deconvnet"], k=K, channels=channels, limit=count,
                          batch_size=batch_size, workers=workers, progress=False)
     total = time.perf_counter() - start
+    peak = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())  # Linux: the peak RSS so far
     forwards = [seconds for seconds, args, _ in records["forward"] if args[1].shape[0] > 0]
     per_layer: dict[str, dict] = {}
     for seconds, args, _ in records["backward"]:
@@ -96,7 +98,8 @@ def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: 
             "forward_passes": len(forwards), "forward_per_image_s": sum(forwards) / max(len(forwards), 1),
             "backward": per_layer, "units": units, "strips_per_unit_s": rendering / max(units, 1),
             "sprites_s": sum(r[0] for r in records["write_sprites"]),
-            "pages_s": sum(r[0] for r in records["write_site"])}
+            "pages_s": sum(r[0] for r in records["write_site"]),
+            "peak_rss_mb": int(peak.group(1)) / 1024 if peak else None}
 
 
 def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, today) -> dict:
@@ -213,7 +216,7 @@ def main() -> None:
           f"{ours['forward_passes']} forward passes {ours['forward_per_image_s'] * ours['forward_passes']:.1f}s, "
           f"backward passes {sum(v['seconds'] for v in ours['backward'].values()):.1f}s, strips "
           f"{ours['strips_per_unit_s'] * ours['units']:.1f}s, sprites {ours['sprites_s']:.1f}s, "
-          f"pages {ours['pages_s']:.1f}s)")
+          f"pages {ours['pages_s']:.1f}s); peak memory {ours['peak_rss_mb'] or 0:.0f} MB")
     print(f"{'layer':12} {'units':>6} {'backward s/unit':>16} {'per channel':>12} {'today':>8} {'captum':>8} "
           f"{'ratio':>6} {'full ours s':>12} {'full captum s':>14}")
     for layer in layers:

@@ -17,6 +17,8 @@ built on it, and it imports nothing from the rest of the package but ``deconvnet
 - ``recorder``: the forward pass that keeps what each step needs (switches, masks, inputs).
 - ``backward``: the traversal that carries the seeds down the mirror to the pixels.
 - ``windows``: receptive-field window planning, for units at known positions.
+- ``cones``: each backward row carried over its unit's cone (a box per layer) only.
+- ``coneforward``: the forward pass over a unit's cone only, recording per-row switches and masks.
 - ``deconvnet``: ``Deconvnet``, ``Projection`` and ``Unit``, which put them together.
 """
 

@@ -55,6 +55,12 @@ PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "image
 FULL_IMAGES, K = 1000, 9
 
 
+def _synchronize() -> None:
+    """Wait for a GPU's queued kernels, so that a timing holds them (nothing on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(module, name: str, record: list) -> None:
     """Wrap module.name so each call appends (seconds, args) to record."""
     original = getattr(module, name)
@@ -64,11 +70,13 @@ def _timed(module, name: str, record: list) -> None:
         try:
             return original(*args, **kwargs)
         finally:
+            _synchronize()
             record.append((time.perf_counter() - start, args, kwargs))
     setattr(module, name, wrapper)
 
 
-def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: int, workers: int) -> dict:
+def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: int, workers: int,
+               device: str) -> dict:
     records: dict[str, list] = {"scan": [], "render_units": [], "write_sprites": [], "write_site": [],
                                 "forward": [], "backward": []}
     _timed(runner.Job, "scan", records["scan"])  # the dataset runner's pass, as the build calls it
@@ -79,7 +87,7 @@ def build_site(photos: Path, site: Path, count: int, channels: int, batch_size: 
     _timed(Deconvnet, "_backward_units", records["backward"])  # args: self, x, record, target, units, ...
     start = time.perf_counter()
     summary = microscope(photos, site, layers="all", modes=["deconvnet"], k=K, channels=channels, limit=count,
-                         batch_size=batch_size, workers=workers, progress=False)
+                         batch_size=batch_size, workers=workers, device=device, progress=False)
     total = time.perf_counter() - start
     peak = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())  # Linux: the peak RSS so far
     forwards = [seconds for seconds, args, _ in records["forward"] if args[1].shape[0] > 0]
@@ -138,6 +146,7 @@ def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, 
                 for i, position in enumerate(positions):
                     maps.append(NeuronDeconvolution(model, model.get_submodule(layer)).attribute(
                         x[i:i + 1], neuron_selector=(channel, *position)))
+            _synchronize()
             captum_s.append(time.perf_counter() - start)
             if entries[0]["value"] > 0:
                 mine = dn.project_units(x[:1], layer, [(0, channel, positions[0])]).maps
@@ -151,6 +160,7 @@ def interleaved(site: Path, photos: Path, per_layer: int, device: torch.device, 
         model(x)  # warm-up
         start = time.perf_counter()
         model(x)
+        _synchronize()
         forward = (time.perf_counter() - start) / len(x)
     dn.release()
     base.release()
@@ -170,7 +180,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default="bench_microscope.json")
     parser.add_argument("--device", default="cpu",
-                        help="where the paired timings run (ours, today's engine, Captum); the build runs on the CPU")
+                        help="where the build and the paired timings (Captum, per channel, today's engine) run")
     parser.add_argument("--baseline", default=BASE_COMMIT, help="the commit whose engine is today's")
     args = parser.parse_args()
     if not args.photos.is_dir():
@@ -181,7 +191,8 @@ def main() -> None:
         shapes = dn.activations(torch.zeros(0, 3, 224, 224), layers)
     full_units = {layer: shapes[layer].shape[1] for layer in layers}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = build_site(args.photos, Path(tmp) / "site", args.count, args.channels, args.batch_size, args.workers)
+        ours = build_site(args.photos, Path(tmp) / "site", args.count, args.channels, args.batch_size, args.workers,
+                          args.device)
         print(json.dumps(ours, default=float), flush=True)
         paired = interleaved(Path(tmp) / "site", args.photos, args.captum_units, torch.device(args.device),
                              TodaysEngine(args.baseline))

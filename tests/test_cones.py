@@ -88,9 +88,10 @@ CONE_FORWARD = [("dilated", 45, "relu3", True), ("vgg11_bn", 64, "features.11", 
                 ("average", 40, "layers.4", False)]
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])  # PIL's images: channels last
 @pytest.mark.parametrize("mode", ["deconvnet", "guided", "backprop"])
 @pytest.mark.parametrize("name,size,layer,boxable", CONE_FORWARD)
-def test_cone_forward_equals_the_full_pass(name, size, layer, boxable, mode, monkeypatch):
+def test_cone_forward_equals_the_full_pass(name, size, layer, boxable, mode, layout, monkeypatch):
     import deconvnet.engine.deconvnet as engine
 
     answers = []
@@ -103,7 +104,7 @@ def test_cone_forward_equals_the_full_pass(name, size, layer, boxable, mode, mon
     monkeypatch.setattr(engine, "cone_record", spy)
     torch.manual_seed(6)
     model = AveragePooled().eval() if name == "average" else build(name)
-    x = torch.rand(4, 3, size, size + 3)
+    x = torch.rand(4, 3, size, size + 3).contiguous(memory_format=layout)
     with deconvnet.Deconvnet(model) as dn:
         _, channels, height, width = dn.activations(x, [layer])[layer].shape
         units = [(0, 1, (0, 0)), (1, channels - 1, (height - 1, width - 1)), (2, 2, (height // 2, width // 2)),
@@ -113,9 +114,10 @@ def test_cone_forward_equals_the_full_pass(name, size, layer, boxable, mode, mon
 
 
 def test_cone_forward_reads_the_weights_as_they_are_now():
-    """The channels-last copy of a transposed convolution's weight follows the model's weight."""
+    """The channels-last copy of a convolution's weight (the backward's, and the forward's for a
+    channels-last image, as PIL's are) follows the model's weight."""
     model = build("vgg11_bn")
-    x = torch.rand(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with deconvnet.Deconvnet(model) as dn:
         before = dn.project_units(x, "features.11", [(0, 3, (2, 2))]).maps
         with torch.no_grad():

@@ -123,7 +123,10 @@ def _boxed_node(graph: LayerGraph, step: Any, node: fx.Node, env: dict[fx.Node, 
             kernel, stride, padding, dilation = window_geometry(module)
             regions = _regions(boxes, kernel, stride, padding, dilation)
             region_values = _gathered(env[source], regions, (height, width), 0.0)
-            value = F.conv2d(region_values, module.weight, module.bias, stride, 0, dilation, module.groups)
+            # A channels-last input (an image from PIL is one) makes oneDNN reorder the weight on every
+            # call; the step keeps it reordered (the same numbers, so the same result).
+            weight = step.channels_last_weight() if region_values.stride(1) == 1 else module.weight
+            value = F.conv2d(region_values, weight, module.bias, stride, 0, dilation, module.groups)
             return Boxed(value, boxes), shapes.saved.get(node)
         if isinstance(step, Unpool2d):
             kernel, stride, padding, dilation = window_geometry(step)

@@ -31,15 +31,11 @@ from .graph import LayerGraph
 from .mirror import DeconvnetMirror, in_place
 from .operations import FieldKind
 from .receptive import Box, node_window, window_geometry
-from .recorder import Record, _flat
+from .recorder import Record, flat_args
 from .relu import ReluRule
 from .steps import ChannelScale, Passthrough, Rectify, Split, Sum, TransposedConv2d, Unpad, Unpool2d
 
 BOXED_STEPS = (TransposedConv2d, Unpool2d, Rectify, ChannelScale, Passthrough, Sum, Split, Unpad)
-
-
-class _Runner(fx.Interpreter):
-    """Runs the nodes that do not depend on the input (weights, constants) as the model does."""
 
 
 def cone_record(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan: ConePlan, x: Tensor,
@@ -54,7 +50,8 @@ def cone_record(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan
     if not _boxable(graph, mirror, shapes, plan, order):
         return None
     record = Record(None, {}, shapes.tensors, shapes.shapes, shapes.on_path, boxed=True)
-    runner = _Runner(graph.model, garbage_collect_values=False, graph=graph.graph)
+    # runs the nodes that do not depend on the input (weights, constants) as the model does
+    runner = fx.Interpreter(graph.model, garbage_collect_values=False, graph=graph.graph)
     last_use = {source: index for index, node in enumerate(order) for source in node.all_input_nodes}
     env: dict[fx.Node, Any] = {}
     for index, node in enumerate(order):
@@ -112,7 +109,7 @@ def _boxable(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan: C
 
 
 def _boxed_node(graph: LayerGraph, step: Any, node: fx.Node, env: dict[fx.Node, Any], shapes: Record,
-                plan: ConePlan, rule: ReluRule, runner: _Runner) -> tuple[Boxed, Any]:
+                plan: ConePlan, rule: ReluRule, runner: fx.Interpreter) -> tuple[Boxed, Any]:
     boxes = plan.boxes(node)
     if isinstance(step, (TransposedConv2d, Unpool2d, Unpad)):
         source = node.args[0]
@@ -145,7 +142,7 @@ def _boxed_node(graph: LayerGraph, step: Any, node: fx.Node, env: dict[fx.Node, 
 
     args = fx.node.map_arg(node.args, lambda source: cut(env[source]))
     kwargs = fx.node.map_arg(node.kwargs, lambda source: cut(env[source]))
-    value, saved = step.run(lambda: getattr(runner, node.op)(node.target, args, kwargs), _flat(args), rule)
+    value, saved = step.run(lambda: getattr(runner, node.op)(node.target, args, kwargs), flat_args(args), rule)
     if isinstance(step, (Sum, Split)):
         saved = shapes.saved[node]  # shapes and sizes of the whole maps
     return Boxed(value, boxes), saved

@@ -105,7 +105,7 @@ class Recorder(fx.Interpreter):
             return value
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         value, self.record_.saved[n] = step.run(
-            lambda: getattr(self, n.op)(n.target, args, kwargs), _flat(args), self.rule)
+            lambda: getattr(self, n.op)(n.target, args, kwargs), flat_args(args), self.rule)
         return value
 
     def _call(self, n: fx.Node, feed: dict[fx.Node, Any]) -> Any:
@@ -119,9 +119,9 @@ def _holds_tensors(value: Any) -> bool:
     return isinstance(value, Tensor) or (isinstance(value, (tuple, list)) and any(map(_holds_tensors, value)))
 
 
-def _flat(args: Any) -> list[Any]:
+def flat_args(args: Any) -> list[Any]:
     """Arguments in order, lists (torch.cat's) flattened."""
     flat: list[Any] = []
     for arg in args:
-        flat.extend(_flat(arg) if isinstance(arg, (list, tuple)) else [arg])
+        flat.extend(flat_args(arg) if isinstance(arg, (list, tuple)) else [arg])
     return flat

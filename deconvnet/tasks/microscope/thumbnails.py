@@ -73,17 +73,17 @@ def render_units(dn: Deconvnet, transform, root: Path, layers: list[tuple[str, P
     """Write the missing strips of every unit of ``layers`` (layer, folder, results) in every mode;
     returns the strips projected (a unit in two modes counts twice).
 
-    The work runs by image: one forward pass over an image records what all of its units need,
-    in every layer and mode (Deconvnet.project_layers), and each unit's backward pass runs over
-    its cone only. (Each image sits in about 38 of the 4224 top-9 lists of vgg16-hed over 1000
-    photos; running a forward for each of them, over each unit's window, cost 3x more at
-    conv5_3: scripts/bench_microscope.py.) A unit's strips are written as soon as its k images
-    are done, and images are visited in the order the units first need them, so units finish
-    early and an interrupted build keeps most of its work. Memory: the finished cells of the
-    units still waiting for images, 2 x CELL x CELL x 3 bytes each (at most 2.1 GB for all 38016
-    of vgg16-hed at k = 9). Under torchrun the units are split between the processes
-    (``group``); the count is over all of them. ``on_unit(layer, channel, mode)`` is called
-    after each unit's strip of a mode is written.
+    The work runs by image: one forward pass over an image records what all of its units need, in
+    every layer and mode (Deconvnet.project_layers), and each unit's backward pass runs over its
+    cone only. (Each image sits in about 38 of the 4224 top-9 lists of vgg16-hed over 1000 photos; a
+    forward for each entry over its own cone instead cost 2.5x more per conv5_3 unit, and the whole
+    task took 1.9x as long: scripts/bench_microscope.py.) A unit's strips are written as soon as its
+    k images are done, and images are visited in the order the units first need them, so units
+    finish early and an interrupted build keeps most of its work. Memory: the finished cells of the
+    units still waiting for images, 2 x CELL x CELL x 3 bytes each (at most 2.1 GB for all 38016 of
+    vgg16-hed at k = 9). Under torchrun the units are split between the processes (``group``); the
+    count is over all of them. ``on_unit(layer, channel, mode)`` is called after each unit's strip
+    of a mode is written.
     """
     group = group or Group()
     units = []

@@ -15,13 +15,23 @@ an image has one unit (a channel's top 9); an image's many units share one forwa
 
 Only the operations whose backward runs on boxes too are taken (see ``BOXED_STEPS``); any
 other on the way up (average pooling, a gate, a size read from the input...) makes
-``cone_record`` answer None, and the caller runs the windowed forward.
+``cone_record`` answer None, and the caller runs the model's full forward.
+
+Each convolution runs by the kernel ATen picks for the model's own call on the whole map
+(oneDNN, or im2col for a small input of one image), so that it adds its products in the
+model's order. Whether it does is not taken on trust: each convolution's geometry is tried once
+on random numbers against the model's own call on the whole map, and where the orders differ
+(oneDNN blocks a 3-channel 11x11 convolution differently on a small region) that convolution
+runs on the whole map as the model runs it, with zeros outside the rows' boxes, and is cut back
+to the boxes. faithful.py then tries each unit's whole path.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,13 +49,19 @@ BOXED_STEPS = (TransposedConv2d, Unpool2d, Rectify, ChannelScale, Passthrough, S
 
 
 def cone_record(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan: ConePlan, x: Tensor,
-                target: fx.Node, rule: ReluRule) -> Record | None:
+                target: fx.Node, rule: ReluRule, geometry: list | None = None,
+                choices: dict | None = None) -> Record | None:
     """The forward of ``plan``'s rows over their cones: a Record whose saved switches and masks are
     per row over ``plan.boxes(node)``, and whose ``activation`` is the target's (B, C, 1, 1) units.
 
     ``shapes`` is a record of the same model and image size (an empty batch serves): its shapes,
     paths and shape-only data are reused. None when an operation on the way cannot run on boxes.
+    ``geometry``, when given, receives what decides each operation's kernel and summation order:
+    the shapes it runs on and how far each row's windows pass the map's border (faithful.py keys
+    its trials by it). ``choices`` keeps, by convolution geometry, whether its region runs in the
+    model's order (tried once; a fresh dict tries again).
     """
+    choices = {} if choices is None else choices
     order = graph.ancestors(target)
     if not _boxable(graph, mirror, shapes, plan, order):
         return None
@@ -62,7 +78,8 @@ def cone_record(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan
             runner.env = env
             env[node] = runner.run_node(node)
         else:
-            env[node], saved = _boxed_node(graph, mirror.steps[node], node, env, shapes, plan, rule, runner)
+            env[node], saved = _boxed_node(graph, mirror.steps[node], node, env, shapes, plan, rule, runner,
+                                           x.shape[0], geometry, choices)
             if saved is not None:
                 record.saved[node] = saved
         for source in node.all_input_nodes:
@@ -109,31 +126,41 @@ def _boxable(graph: LayerGraph, mirror: DeconvnetMirror, shapes: Record, plan: C
 
 
 def _boxed_node(graph: LayerGraph, step: Any, node: fx.Node, env: dict[fx.Node, Any], shapes: Record,
-                plan: ConePlan, rule: ReluRule, runner: fx.Interpreter) -> tuple[Boxed, Any]:
+                plan: ConePlan, rule: ReluRule, runner: fx.Interpreter, batch: int,
+                geometry: list | None, choices: dict) -> tuple[Boxed, Any]:
     boxes = plan.boxes(node)
     if isinstance(step, (TransposedConv2d, Unpool2d, Unpad)):
         source = node.args[0]
         assert isinstance(source, fx.Node)  # _boxable checked it
         height, width = shapes.shapes[source][-2:]
         module: Any = graph.model.get_submodule(str(node.target)) if node.op == "call_module" else None
+        if isinstance(step, Unpad):
+            left, _, top, _ = module.padding
+            regions = [Box(b.top - top, b.left - left, b.height, b.width) for b in boxes]
+        else:
+            regions = _regions(boxes, *window_geometry(module if isinstance(step, TransposedConv2d) else step))
+        if geometry is not None:
+            geometry.append((height, width, tuple(_overlap(r, height, width) for r in regions)))
         if isinstance(step, TransposedConv2d):
-            kernel, stride, padding, dilation = window_geometry(module)
-            regions = _regions(boxes, kernel, stride, padding, dilation)
-            region_values = _gathered(env[source], regions, (height, width), 0.0)
-            # A channels-last input (an image from PIL is one) makes oneDNN reorder the weight on every
-            # call; the step keeps it reordered (the same numbers, so the same result).
-            weight = step.channels_last_weight() if region_values.stride(1) == 1 else module.weight
-            value = F.conv2d(region_values, weight, module.bias, stride, 0, dilation, module.groups)
+            full_shape = (batch, *shapes.shapes[source][1:])
+            below: Boxed = env[source]
+            key = (node, full_shape, below.values.stride(1) == 1, below.values.dtype, below.values.device,
+                   len(boxes), tuple(_overlap(r, height, width) for r in regions))
+            if key not in choices:
+                choices[key] = _region_in_models_order(module, step, full_shape, below, regions, boxes, plan.images)
+            if choices[key]:
+                value = _convolution(_gathered(below, regions, (height, width), 0.0), module, step, full_shape)
+            else:
+                value = _whole_map_convolution(module, full_shape, below, boxes, plan.images)
             return Boxed(value, boxes), shapes.saved.get(node)
         if isinstance(step, Unpool2d):
-            kernel, stride, padding, dilation = window_geometry(step)
-            regions = _regions(boxes, kernel, stride, padding, dilation)
+            kernel, stride, _, dilation = window_geometry(step)
             region_values = _gathered(env[source], regions, (height, width), float("-inf"))
             value, where = F.max_pool2d(region_values, kernel, stride, 0, dilation, return_indices=True)
             return Boxed(value, boxes), (_in_box(where, regions, env[source].boxes), shapes.saved[node][1])
-        left, _, top, _ = module.padding
-        regions = [Box(b.top - top, b.left - left, b.height, b.width) for b in boxes]
         return Boxed(_gathered(env[source], regions, (height, width), 0.0), boxes), None
+    if geometry is not None:
+        geometry.append((boxes[0].height, boxes[0].width))
     # position by position: the operation itself, on the inputs cut to this node's boxes
 
     def cut(value: Any) -> Any:
@@ -146,6 +173,83 @@ def _boxed_node(graph: LayerGraph, step: Any, node: fx.Node, env: dict[fx.Node, 
     if isinstance(step, (Sum, Split)):
         saved = shapes.saved[node]  # shapes and sizes of the whole maps
     return Boxed(value, boxes), saved
+
+
+def _region_in_models_order(module: nn.Conv2d, step: TransposedConv2d, full_shape: tuple[int, ...], below: Boxed,
+                             regions: list[Box], boxes: list[Box], images: list[int]) -> bool:
+    """Whether ``_convolution`` on these regions gives, bit for bit, the model's call on the whole map
+    at the output boxes: tried on random numbers (two summation orders disagree on them)."""
+    layout = torch.channels_last if below.values.stride(1) == 1 else torch.contiguous_format
+    generator = torch.Generator(device=below.values.device).manual_seed(len(regions))
+    noise = torch.empty(full_shape, dtype=below.values.dtype, device=below.values.device).normal_(generator=generator)
+    noise = noise.contiguous(memory_format=layout)
+    rows = Boxed(torch.stack([_cut(noise[image], b) for image, b in zip(images, below.boxes)]), below.boxes)
+    height, width = full_shape[-2:]
+    ours = _convolution(_gathered(rows, regions, (height, width), 0.0), module, step, full_shape)
+    models = module(noise)
+    return torch.equal(ours, torch.stack([_cut(models[image], b) for image, b in zip(images, boxes)]))
+
+
+def _whole_map_convolution(module: nn.Conv2d, full_shape: tuple[int, ...], below: Boxed, boxes: list[Box],
+                           images: list[int]) -> Tensor:
+    """The model's own call on a whole map holding each row's box at its image (zeros elsewhere: the
+    boxes hold all that the output boxes read), cut to the output boxes."""
+    layout = torch.channels_last if below.values.stride(1) == 1 else torch.contiguous_format
+    whole = below.values.new_zeros(full_shape).contiguous(memory_format=layout)
+    for row, (image, b) in enumerate(zip(images, below.boxes)):
+        whole[image, :, b.top:b.top + b.height, b.left:b.left + b.width] = below.values[row]
+    out = module(whole)
+    return torch.stack([_cut(out[image], b) for image, b in zip(images, boxes)])
+
+
+def _cut(plane: Tensor, box: Box) -> Tensor:
+    return plane[..., box.top:box.top + box.height, box.left:box.left + box.width]
+
+
+def _convolution(region: Tensor, module: nn.Conv2d, step: TransposedConv2d, full_shape: tuple[int, ...]) -> Tensor:
+    """``module`` on a region of its input, unpadded, by the kernel ATen picks for the model's own call
+    on the whole map (``full_shape``): a small region would otherwise go to another kernel (ATen
+    takes im2col for an input of one image under 20480 values), which adds in another order."""
+    channels_last = region.stride(1) == 1 and region.dim() == 4
+    # A channels-last input (an image from PIL is one) makes oneDNN reorder the weight on every
+    # call; the step keeps it reordered (the same numbers, so the same result).
+    weight = step.channels_last_weight() if channels_last else module.weight
+    kernel, stride, padding, dilation = window_geometry(module)
+    backend = _model_backend(full_shape, channels_last, region.dtype, region.device.type, tuple(weight.shape),
+                             module.bias is not None, stride, padding, dilation, module.groups)
+    if backend == "Mkldnn":
+        return torch.ops.aten.mkldnn_convolution(region, weight, module.bias, [0, 0], stride, dilation,
+                                                 module.groups)
+    if backend == "Slow2d" and module.groups == 1:  # ATen runs groups one by one
+        return torch.ops.aten._slow_conv2d_forward(region.contiguous(), weight.contiguous(), kernel, module.bias,
+                                                   stride, [0, 0])
+    return F.conv2d(region, weight, module.bias, stride, 0, dilation, module.groups)
+
+
+@lru_cache(maxsize=4096)
+def _model_backend(shape: tuple[int, ...], channels_last: bool, dtype: torch.dtype, device: str,
+                   weight_shape: tuple[int, ...], bias: bool, stride, padding, dilation, groups: int) -> str:
+    """The name of the kernel ATen chooses for a convolution of an input of ``shape`` (the model's)."""
+    select = getattr(torch._C, "_select_conv_backend", None)
+    if select is None:
+        return "default"
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    # nothing is computed: the choice reads shapes, layout and type only
+    probe = torch.empty(shape, dtype=dtype, device=device).contiguous(memory_format=layout)
+    weight = torch.empty(weight_shape, dtype=dtype, device=device).contiguous(memory_format=layout)
+    bias_tensor = torch.empty(weight_shape[0], dtype=dtype, device=device) if bias else None
+    try:
+        chosen = select(probe, weight, bias_tensor, list(stride), list(padding), list(dilation), False, [0, 0],
+                        groups, None)
+    except (RuntimeError, TypeError):
+        return "default"
+    return str(chosen).rsplit(".", 1)[-1]
+
+
+def _overlap(region: Box, height: int, width: int) -> tuple[int, ...]:
+    """How far a window region passes each border of its (height, width) map, and its size."""
+    return (max(-region.top, 0), max(-region.left, 0), max(region.top + region.height - height, 0),
+            max(region.left + region.width - width, 0), region.height, region.width)
 
 
 def _in_box(where: Tensor, regions: list[Box], boxes: list[Box]) -> Tensor:

@@ -20,6 +20,7 @@ from ..errors import DeconvError
 from .backward import backward
 from .coneforward import cone_record
 from .cones import Boxed, ConePlan
+from .faithful import ConeStatistics, Trials
 from .features import FeatureExtractor
 from .graph import Layer, LayerGraph
 from .mirror import DeconvnetMirror
@@ -96,6 +97,20 @@ class Deconvnet(FeatureExtractor):
         super()._attach(graph)
         self.mirror = DeconvnetMirror(graph)
         self._recorder = Recorder(graph, self.mirror)
+        self._trials = Trials(graph, self.mirror, self._recorder)
+
+    @property
+    def cone_statistics(self) -> ConeStatistics:
+        """How many units the cone forward served and how many took the full forward (faithful.py).
+
+        >>> import torch, torchvision
+        >>> dn = Deconvnet(torchvision.models.vgg11().eval())
+        >>> _ = dn.project_units(torch.rand(1, 3, 64, 64), "conv3_1", [(0, 5, (4, 4))])
+        >>> stats = dn.cone_statistics
+        >>> stats.cone_units + stats.full_units, stats.trials
+        (1, 1)
+        """
+        return self._trials.statistics
 
     # -- lifetime ---------------------------------------------------------------------
     def __enter__(self) -> "Deconvnet":
@@ -109,6 +124,7 @@ class Deconvnet(FeatureExtractor):
         super().release()
         self.mirror = None  # type: ignore[assignment]
         self._recorder = None  # type: ignore[assignment]
+        self._trials = None  # type: ignore[assignment]
 
     # -- projection -------------------------------------------------------------------
     def project_units(
@@ -126,16 +142,18 @@ class Deconvnet(FeatureExtractor):
         ``units`` are (image index in x, channel, position or None for the strongest).
         Units of one image share one forward pass and its switches.
 
-        A unit's projection is zero outside its receptive field, and nothing outside that
-        field can change it. So when every position is given (and the layer's field is
-        finite), only the input window that feeds the units runs forward and back. The
-        result is the same as the full pass, which ``crop=False`` forces.
+        Every projection follows the model's own forward pass: its max-pool switches and ReLU
+        masks are the ones the model computes on x, bit for bit. The default path gets them
+        cheaply: a unit alone in its image runs forward over its cone only (the part of each
+        layer it depends on), where a trial has shown that this adds in the model's order
+        (faithful.py); every other unit reads the record of one full forward pass over x. Each
+        backward pass runs over the unit's cone; the map then equals the full pass up to the
+        backward's float32 accumulation order.
 
-        Likewise each unit's backward pass runs only over its cone, the part of each layer
-        that the unit depends on (cones.py); ``cones=False`` runs it over the whole window.
-        Units of many images can be given in one call: each image then runs forward once
-        for all of its units, and their backward passes run in batches.
-
+        ``cones=False`` is the previous engine, kept as a baseline: the input window that feeds
+        the units runs forward (its summation order can differ from the model's), and the
+        backward runs over the whole window. ``crop=False`` runs the full pass over the whole
+        image, the reference.
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
         >>> p = dn.project_units(torch.rand(1, 3, 64, 64), "conv2_1", [(0, 3, None), (0, 7, (4, 5))])
@@ -231,11 +249,12 @@ class Deconvnet(FeatureExtractor):
 
     def _project_cropped(self, x: Tensor, target: Layer, units: list, field: ReceptiveField,
                          rule: ReluRule, cones: bool) -> Projection:
-        """The full projection, computed on the smallest input windows that determine it (windows.py).
+        """The projections of units at known positions, each backward pass over its unit's cone.
 
-        Positions inside the fields see exactly the values, switches and masks of the full
-        pass, and the image border keeps the model's own padding. Windows of equal size run
-        as one batch.
+        With ``cones``, a unit alone in its image runs forward over its cone where a trial has
+        shown that this adds in the model's order (faithful.py); the others read one full forward
+        of x. Without, the smallest input windows that determine the units run forward (windows.py),
+        windows of equal size as one batch, with the image border keeping the model's padding.
         """
         height, width = x.shape[-2:]
         full_shape = self._output_shape(target, x)
@@ -246,13 +265,18 @@ class Deconvnet(FeatureExtractor):
         chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
         jobs = plan_jobs(units, field, (height, width))
         if cones:
-            # A unit alone in its image runs forward over its cone only (coneforward.py), where it can.
             alone = [job.rows[0] for job in jobs if len(job.rows) == 1]
             done = self._project_cones(x, target, [units[row] for row in alone], rule)
-            if done is not None:
-                for row, local_map, unit in zip(alone, done.maps, done.units):
+            for index, (local_map, unit) in done.items():
+                maps[alone[index]], chosen[alone[index]] = local_map, unit
+            rest = [row for row, unit in enumerate(chosen) if unit is None]
+            self._trials.statistics.cone_units += len(units) - len(rest)
+            self._trials.statistics.full_units += len(rest)
+            if rest:
+                projection = self._project_full(x, target, [units[row] for row in rest], rule, cones=True)
+                for row, local_map, unit in zip(rest, projection.maps, projection.units):
                     maps[row], chosen[row] = local_map, unit
-                jobs = [job for job in jobs if len(job.rows) > 1]
+            return Projection(maps, chosen, target)
         for group in group_by_size(jobs):
             # chunks of windows bound the memory of one forward pass
             for start in range(0, len(group), WINDOW_CHUNK):
@@ -270,26 +294,31 @@ class Deconvnet(FeatureExtractor):
                     chosen[row] = Unit(image, channel, tuple(position), unit.value)
         return Projection(maps, chosen, target)
 
-    def _project_cones(self, x: Tensor, target: Layer, units: list, rule: ReluRule) -> Projection | None:
-        """Units at known positions, each row forward and back over its own cone (coneforward.py);
-        None when an operation on the way cannot run on boxes."""
+    def _project_cones(self, x: Tensor, target: Layer, units: list, rule: ReluRule) -> dict[int, tuple[Tensor, Unit]]:
+        """Units at known positions, each row forward and back over its own cone (coneforward.py), by
+        their index in ``units``: those whose geometry's trial shows the model's own numbers
+        (faithful.py). None of them when an operation on the way cannot run on boxes."""
         if not units:
-            return None
+            return {}
         try:
             shapes = self._recorder.record(x[:0], target.node, rule)  # an empty batch: shapes, no arithmetic
         except RuntimeError:
-            return None
-        maps: list[Tensor] = []
-        chosen: list[Unit] = []
+            return {}
+        done: dict[int, tuple[Tensor, Unit]] = {}
         with torch.no_grad():
             size = self._cone_chunk(target, x)
             for start in range(0, len(units), size):
                 chunk = units[start:start + size]
                 positions = [(int(position[0]), int(position[1])) for _, _, position in chunk]
-                plan = ConePlan(self.graph, shapes, target.node, positions, [image for image, _, _ in chunk])
-                record = cone_record(self.graph, self.mirror, shapes, plan, x, target.node, rule)
+                images = [image for image, _, _ in chunk]
+                plan = ConePlan(self.graph, shapes, target.node, positions, images)
+                geometry: list = []
+                record = cone_record(self.graph, self.mirror, shapes, plan, x, target.node, rule, geometry,
+                                     self._trials.choices)
                 if record is None:
-                    return None
+                    return {}
+                if not self._trials.faithful(shapes, target.node, positions, images, x, geometry):
+                    continue
                 plan.record = record
                 rows = torch.arange(len(chunk), device=x.device)
                 channels = torch.tensor([channel for _, channel, _ in chunk], device=x.device)
@@ -297,11 +326,11 @@ class Deconvnet(FeatureExtractor):
                 seed = torch.zeros_like(record.activation)
                 seed[rows, channels, 0, 0] = values
                 boxes = plan.boxes(target.node)
-                maps.append(backward(self.graph, self.mirror, record, Boxed(seed, boxes), target.node, None, rule,
-                                     plan=plan))
-                chosen.extend(Unit(image, channel, position, float(value))
-                              for (image, channel, _), position, value in zip(chunk, positions, values.tolist()))
-        return Projection(torch.cat(maps), chosen, target)
+                maps = backward(self.graph, self.mirror, record, Boxed(seed, boxes), target.node, None, rule,
+                                plan=plan)
+                for row, ((image, channel, _), position, value) in enumerate(zip(chunk, positions, values.tolist())):
+                    done[start + row] = (maps[row], Unit(image, channel, position, float(value)))
+        return done
 
     def _cone_chunk(self, target: Layer, x: Tensor) -> int:
         field = self._fields.get(target.node, ReceptiveField(None)).size

@@ -1,0 +1,105 @@
+"""Whether a cone-restricted forward (coneforward.py) computes the model's own numbers.
+
+A projection is the deconvnet of *this* forward pass: its max-pool switches and ReLU masks
+(Zeiler & Fergus 2014, Sec. 2.1). The cone forward runs each convolution on the part of its
+input a unit's cone covers, the model on the whole map. Both add the same products, but a
+CPU kernel picks its summation order by the shapes it is given (oneDNN's blocking, ATen's
+choice of kernel, the instruction set), so in float32 the two can differ in the last bit,
+and a ReLU input or a max-pool margin that small then flips a mask or a switch: the map
+follows a forward pass the model never ran.
+
+No rounding bound computed along the way can settle it: the worst-case bound of a sum of n
+products is n * 2**-24 of the sum of their magnitudes, a few percent of a VGG layer's values
+(fan-in 4608), and it compounds through the layers, so nearly every unit would be in doubt.
+What can be settled is whether the two paths add in the same order: same products, same
+order, same bits, whatever the numbers. So each geometry (the shapes every operation runs
+on, how far each row's windows pass the map's border, the batch, the layout and type: what
+chooses a kernel) is tried once on random numbers against the model's full forward over a
+batch of x's shape. Only if the unit's values and its projection in guided mode (which reads
+every switch and mask) come out bit for bit the same does the cone forward serve; otherwise
+the units take the full forward's record. Random numbers put about half of all ReLU inputs
+and every max-pool window in play, so two different summation orders cannot pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import Tensor
+
+from .backward import backward
+from .coneforward import cone_record
+from .cones import Boxed, ConePlan
+from .graph import LayerGraph
+from .mirror import DeconvnetMirror
+from .recorder import Record, Recorder
+from .relu import RULES
+
+TRIAL_RULE = RULES["guided"]  # reads the switches and the masks
+TRIAL_SEED = 20141  # any fixed seed: a trial must not move the user's random state
+
+
+@dataclass
+class ConeStatistics:
+    """What the cone forward did in one Deconvnet's life: how many units it served, how many
+    went to the full forward because their geometry's trial failed (or the path cannot run on
+    boxes), how many trials ran, how many failed, and their time."""
+
+    cone_units: int = 0
+    full_units: int = 0
+    trials: int = 0
+    failed_trials: int = 0
+    trial_seconds: float = 0.0
+
+
+class Trials:
+    """The verdicts of the trials, by geometry, for one traced model."""
+
+    def __init__(self, graph: LayerGraph, mirror: DeconvnetMirror, recorder: Recorder) -> None:
+        self.graph, self.mirror, self.recorder = graph, mirror, recorder
+        self.verdicts: dict[tuple, bool] = {}
+        self.choices: dict[tuple, bool] = {}  # cone_record's, by convolution geometry
+        self.statistics = ConeStatistics()
+
+    def faithful(self, shapes: Record, target: fx.Node, positions: list[tuple[int, int]], images: list[int],
+                 x: Tensor, geometry: list) -> bool:
+        """Whether the cone forward of these rows (whose ``geometry`` cone_record wrote) adds in the
+        model's order; tried on random numbers the first time the geometry is seen."""
+        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device, len(positions), tuple(geometry))
+        if key not in self.verdicts:
+            start = time.perf_counter()
+            self.verdicts[key] = self._trial(shapes, target, positions, images, x)
+            self.statistics.trials += 1
+            self.statistics.failed_trials += not self.verdicts[key]
+            self.statistics.trial_seconds += time.perf_counter() - start
+        return self.verdicts[key]
+
+    def _trial(self, shapes: Record, target: fx.Node, positions: list[tuple[int, int]], images: list[int],
+               x: Tensor) -> bool:
+        generator = torch.Generator(device=x.device).manual_seed(TRIAL_SEED)
+        noise = torch.empty_like(x).normal_(generator=generator)  # x's shape and layout
+        full = self.recorder.record(noise, target, TRIAL_RULE)
+        plan = ConePlan(self.graph, shapes, target, positions, images)
+        cone = cone_record(self.graph, self.mirror, shapes, plan, noise, target, TRIAL_RULE, choices=self.choices)
+        if cone is None:
+            return False
+        plan.record = cone
+        rows = torch.arange(len(positions), device=x.device)
+        ys = torch.tensor([y for y, _ in positions], device=x.device)
+        xs = torch.tensor([x_ for _, x_ in positions], device=x.device)
+        image_rows = torch.tensor(images, device=x.device)
+        values = cone.activation[:, :, 0, 0]  # (B, C): every channel of each row's unit
+        if not torch.equal(values, full.activation[image_rows, :, ys, xs]):
+            return False
+        seed = torch.zeros_like(cone.activation)
+        seed[:, :, 0, 0] = values
+        ours = backward(self.graph, self.mirror, cone, Boxed(seed, plan.boxes(target)), target, None, TRIAL_RULE,
+                        plan=plan)
+        full_seed = full.activation.new_zeros(len(positions), *full.activation.shape[1:])  # (B, C, H, W)
+        full_seed[rows, :, ys, xs] = values
+        reference = backward(self.graph, self.mirror, full, full_seed, target, image_rows, TRIAL_RULE,
+                             list(positions))
+        return torch.equal(ours, reference)

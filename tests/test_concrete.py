@@ -58,9 +58,10 @@ def test_untraceable_model_projects_like_autograd(size, layer, mode):
         channel = int(activation.flatten(1).amax(1).argmax()) if activation.dim() == 3 else int(activation.argmax())
         projection = dn.project_units(x, layer, [(0, channel, None)], mode=mode)
     expected, value, _ = ruled_projection(model, x, module, channel, None, mode)
-    assert projection.units[0].value == pytest.approx(value, rel=1e-5)
+    assert projection.units[0].value == value  # the model's own forward pass, recorded
     assert expected.abs().max() > 0
-    torch.testing.assert_close(projection.maps, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    # autograd's backward adds in another order (tests/tolerance.py)
+    assert_same_projection(projection.maps, expected, **network_sums(model))
 
 
 def test_the_path_follows_each_input():

@@ -46,9 +46,10 @@ def test_graph_projection_equals_autograd(graph_networks, name, size, layer, pat
         projection = dn.project_units(x, layer, [(0, channel, None)], mode=mode)
     expected, value, _ = autograd_projection(model, x, path, channel, None, mode,
                                              ruled=with_relu_rule(model, mode), call=call)
-    assert projection.units[0].value == pytest.approx(value, rel=1e-5)
+    assert projection.units[0].value == value  # the model's own forward pass
     assert expected.abs().max() > 0
-    torch.testing.assert_close(projection.maps, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    # autograd's backward adds in another order (tests/tolerance.py)
+    assert_same_projection(projection.maps, expected, **network_sums(model))
 
 
 class CaptumConvNet(nn.Module):

@@ -32,7 +32,7 @@ def test_units_of_several_layers_and_modes_equal_their_full_passes(name, layers)
         for (layer, mode), projection in found.items():
             full = dn.project_units(x, layer, units[layer], mode=mode, crop=False)
             assert [u.position for u in projection.units] == [u.position for u in full.units]
-            assert [u.value for u in projection.units] == pytest.approx([u.value for u in full.units], rel=1e-5)
+            assert [u.value for u in projection.units] == [u.value for u in full.units]  # one forward pass
             assert_same_projection(projection.maps, full.maps, **network_sums(dn.model))
 
 

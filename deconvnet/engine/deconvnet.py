@@ -154,6 +154,7 @@ class Deconvnet(FeatureExtractor):
         the units runs forward (its summation order can differ from the model's), and the
         backward runs over the whole window. ``crop=False`` runs the full pass over the whole
         image, the reference.
+
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
         >>> p = dn.project_units(torch.rand(1, 3, 64, 64), "conv2_1", [(0, 3, None), (0, 7, (4, 5))])

@@ -29,6 +29,16 @@ REPO = TESTS.parent
 SAMPLES = Path(os.environ.get("DECONVNET_SAMPLES") or REPO.parent / "shared/data/imagenet-samples")
 
 
+@pytest.fixture(autouse=True)
+def cone_forward_tried_on_sight(monkeypatch):
+    """The library answers a geometry's first sighting with the full forward and tries it when it
+    comes back (engine/faithful.py); the tests try it at once, so that every test that projects a
+    unit alone in its image exercises the cone forward and its trial."""
+    import deconvnet.engine.faithful as faithful
+
+    monkeypatch.setattr(faithful, "TRIAL_AFTER", 0)
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The shared photo folder (one per ImageNet class, MANIFEST.tsv).

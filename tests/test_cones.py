@@ -9,6 +9,7 @@ from test_cropped_projection import assert_equals_full_pass, build
 from torch import nn
 
 import deconvnet
+import deconvnet.engine.faithful as faithful
 from deconvnet.engine.cones import plan_cones
 from deconvnet.engine.relu import RULES
 from reference import autograd_projection
@@ -134,7 +135,6 @@ def test_cone_forward_reads_the_weights_as_they_are_now():
 def _cone_forward_trusted(monkeypatch) -> None:
     """Skip the trials: every cone forward serves, every convolution runs on its region."""
     import deconvnet.engine.coneforward as coneforward
-    import deconvnet.engine.faithful as faithful
 
     monkeypatch.setattr(faithful.Trials, "faithful", lambda self, *args: True)
     monkeypatch.setattr(coneforward, "_region_in_models_order", lambda *args: True)
@@ -201,16 +201,18 @@ def test_a_cone_forward_off_by_one_ulp_is_caught_and_the_full_forward_serves(mon
     assert stats.cone_units == 0 and stats.full_units == len(units) and stats.failed_trials >= 1
 
 
-def test_trials_are_made_once_per_geometry_and_leave_the_random_state_alone():
+def test_a_geometry_is_tried_when_it_comes_back_and_once_only_leaving_the_random_state_alone(monkeypatch):
+    monkeypatch.setattr(faithful, "TRIAL_AFTER", 1)  # the library's policy (conftest tries on sight)
     model = build("vgg11_bn")
     x = torch.rand(3, 3, 64, 64)
     with deconvnet.Deconvnet(model) as dn:
         torch.manual_seed(10)
         state = torch.get_rng_state()
+        stats = dn.cone_statistics
         for image in range(3):  # the same interior geometry in three images
             dn.project_units(x, "features.11", [(image, 2, (3, 3))])
+            assert stats.trials == min(image, 1)  # first seen: the full forward; then tried once
         assert torch.equal(torch.get_rng_state(), state)
-        stats = dn.cone_statistics
-        assert stats.trials == 1 and stats.cone_units + stats.full_units == 3
-        dn.project_units(x, "features.11", [(0, 2, (0, 0))])  # a corner: another geometry
-        assert dn.cone_statistics.trials == 2
+        assert stats.full_units + stats.cone_units == 3 and stats.full_units >= 1
+        dn.project_units(x, "features.11", [(0, 2, (0, 0))])  # a corner: another geometry, first seen
+        assert stats.trials == 1

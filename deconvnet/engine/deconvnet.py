@@ -105,10 +105,12 @@ class Deconvnet(FeatureExtractor):
 
         >>> import torch, torchvision
         >>> dn = Deconvnet(torchvision.models.vgg11().eval())
-        >>> _ = dn.project_units(torch.rand(1, 3, 64, 64), "conv3_1", [(0, 5, (4, 4))])
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> for channel in range(3):  # one geometry: read the full forward, then tried, then known
+        ...     _ = dn.project_units(x, "conv3_1", [(0, channel, (4, 4))])
         >>> stats = dn.cone_statistics
-        >>> stats.cone_units + stats.full_units, stats.trials
-        (1, 1)
+        >>> stats.full_units + stats.cone_units, stats.trials
+        (3, 1)
         """
         return self._trials.statistics
 

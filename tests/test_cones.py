@@ -168,13 +168,17 @@ def test_whole_map_convolutions_give_the_models_own_values(monkeypatch):
     import deconvnet.engine.coneforward as coneforward
 
     monkeypatch.setattr(coneforward, "_region_in_models_order", lambda *args: False)
-    model = build("vgg11_bn")
-    torch.manual_seed(8)
-    x = torch.rand(2, 3, 64, 61)
     units = [(0, 3, (0, 0)), (1, 5, (2, 3))]
-    with deconvnet.Deconvnet(model) as dn:
-        assert_equals_full_pass(dn, x, "features.11", units, "guided")
-        assert dn.cone_statistics.cone_units == len(units) and dn.cone_statistics.failed_trials == 0
+    stats = _vgg11_bn_against_the_full_pass(units, "guided", width=61)
+    assert stats.cone_units == len(units) and stats.failed_trials == 0
+
+
+def _vgg11_bn_against_the_full_pass(units, mode, width=64) -> faithful.ConeStatistics:
+    torch.manual_seed(8)
+    x = torch.rand(2, 3, 64, width)
+    with deconvnet.Deconvnet(build("vgg11_bn")) as dn:
+        assert_equals_full_pass(dn, x, "features.11", units, mode)
+        return dn.cone_statistics
 
 
 def test_a_cone_forward_off_by_one_ulp_is_caught_and_the_full_forward_serves(monkeypatch):
@@ -191,13 +195,8 @@ def test_a_cone_forward_off_by_one_ulp_is_caught_and_the_full_forward_serves(mon
     # on the regions and on whole maps alike, so that the convolutions' own trial cannot settle it
     for name in ("_convolution", "_whole_map_convolution"):
         monkeypatch.setattr(coneforward, name, off_by_one_ulp(getattr(coneforward, name)))
-    model = build("vgg11_bn")
-    torch.manual_seed(9)
-    x = torch.rand(2, 3, 64, 64)
     units = [(0, 3, (1, 1)), (1, 4, (3, 2))]
-    with deconvnet.Deconvnet(model) as dn:
-        assert_equals_full_pass(dn, x, "features.11", units, "backprop")
-        stats = dn.cone_statistics
+    stats = _vgg11_bn_against_the_full_pass(units, "backprop")
     assert stats.cone_units == 0 and stats.full_units == len(units) and stats.failed_trials >= 1
 
 

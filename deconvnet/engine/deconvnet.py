@@ -308,10 +308,16 @@ class Deconvnet(FeatureExtractor):
         except RuntimeError:
             return {}
         done: dict[int, tuple[Tensor, Unit]] = {}
+        # Rows of one batch share their box sizes and kernels, so units whose cones meet the map's
+        # borders alike go together: each batch then has a geometry that recurs, and is tried once.
+        groups: dict[tuple, list[int]] = {}
+        for index, geometry_class in enumerate(self._geometry_classes(shapes, target, units)):
+            groups.setdefault(geometry_class, []).append(index)
+        size = self._cone_chunk(target, x)
+        batches = [group[start:start + size] for group in groups.values() for start in range(0, len(group), size)]
         with torch.no_grad():
-            size = self._cone_chunk(target, x)
-            for start in range(0, len(units), size):
-                chunk = units[start:start + size]
+            for indices in batches:
+                chunk = [units[index] for index in indices]
                 positions = [(int(position[0]), int(position[1])) for _, _, position in chunk]
                 images = [image for image, _, _ in chunk]
                 plan = ConePlan(self.graph, shapes, target.node, positions, images)
@@ -332,8 +338,23 @@ class Deconvnet(FeatureExtractor):
                 maps = backward(self.graph, self.mirror, record, Boxed(seed, boxes), target.node, None, rule,
                                 plan=plan)
                 for row, ((image, channel, _), position, value) in enumerate(zip(chunk, positions, values.tolist())):
-                    done[start + row] = (maps[row], Unit(image, channel, position, float(value)))
+                    done[indices[row]] = (maps[row], Unit(image, channel, position, float(value)))
         return done
+
+    def _geometry_classes(self, shapes: Record, target: Layer, units: list) -> list[tuple]:
+        """For each unit, its cone's box sizes at every layer and which map borders they meet."""
+        cones = ConePlan(self.graph, shapes, target.node, [], []).cones
+        classes = []
+        for _, _, (y, x) in units:
+            boxes = []
+            for node, cone in cones.items():
+                if cone is not None and node in shapes.shapes and len(shapes.shapes[node]) == 4:
+                    height, width = shapes.shapes[node][-2:]
+                    box = cone.box(int(y), int(x), (height, width)).clipped(height, width)
+                    boxes.append((box.height, box.width, box.top == 0, box.left == 0,
+                                  box.top + box.height == height, box.left + box.width == width))
+            classes.append(tuple(boxes))
+        return classes
 
     def _cone_chunk(self, target: Layer, x: Tensor) -> int:
         field = self._fields.get(target.node, ReceptiveField(None)).size

@@ -15,6 +15,7 @@ Two things the site takes from the repository at build time instead of from copi
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from deconvnet.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_PAGE = "reference/cli.md"
+HELP_WIDTH = 100
 FIGURE_SUFFIXES = {".png", ".jpg", ".json"}  # the README's figures, the free photos, the sanity numbers
 
 
@@ -38,7 +40,8 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    """One line of a Markdown table cell: no pipes, and ``<image>`` shown, not read as HTML."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
@@ -64,7 +67,18 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
 
 def cli_reference_markdown() -> str:
     """The CLI reference page: every command's usage and arguments, as ``deconv COMMAND --help`` gives them."""
-    parser = build_parser()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(HELP_WIDTH)  # argparse wraps at the terminal's width: the page must not depend on it
+    try:
+        return _cli_reference(build_parser())
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _cli_reference(parser: argparse.ArgumentParser) -> str:
     commands = subcommands(parser)
     lines = [
         "# CLI reference",

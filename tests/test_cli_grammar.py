@@ -338,10 +338,13 @@ def test_the_channel_spec_reaches_the_dataset_apis_as_written(monkeypatch, capsy
     assert [call["channels"] for call in top9_calls + site_calls] == ["0-15,40", "top8", None]  # None: all
 
 
-def test_the_readme_command_lines_parse():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
-    lines = [line.split(" #")[0].split() for line in readme.splitlines() if line.startswith("deconv ")]
-    assert len(lines) >= 15
+def test_the_readme_command_lines_parse():  # and those of every page of the docs site
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / name for name in ("README.md", "ARCHITECTURE.md", "CHANGELOG.md")]
+    pages += sorted((root / "docs").rglob("*.md"))
+    text = "\n".join(page.read_text() for page in pages).replace("\\\n", " ")
+    lines = [line.split(" #")[0].split() for line in text.splitlines() if line.startswith("deconv ")]
+    assert len(pages) >= 20 and len(lines) >= 50
     for words in lines:
         args = build_parser().parse_args(words[1:])
         assert args.command == words[1]

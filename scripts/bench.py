@@ -9,7 +9,9 @@
    and vs today's engine (the base commit's package, imported side by side as
    ``deconvnet_base``; our own engine with ``cones=False`` when git is not at hand).
    Goal <= 0.45x Captum. Ours is timed warm (the geometry's trial made, as in any session that
-   projects more than one unit) and cold (every call makes its trials again).
+   projects more than one unit), cold (every call makes its trial again) and at a first sighting
+   (a fresh session: the geometry is new, so the unit reads the full forward, as a one-off
+   projection would).
 3. many projections: the 9 projections of each of 16 channels (conv3_3 and relu5_3) vs a
    loop of Captum NeuronDeconvolution calls giving the same 144 maps (checked equal), vs
    today's engine, and, as "shared", all 144 units in one ``project_units`` call over the
@@ -157,26 +159,38 @@ def bench_one_projection(model, transform, paths, repeats: int, today: TodaysEng
             handle.remove()
         kept["a"][0, 12, unit.position[0], unit.position[1]].backward()
 
+    # Cold and first-sighting calls reset their own engine's trials, so the warm one keeps its verdicts.
+    dn_cold, dn_first = deconvnet.Deconvnet(model), deconvnet.Deconvnet(model)
+    dn_cold.project_units(x, "relu5_3", [(0, 12, unit.position)])  # its first sighting: cold calls are trials
+
     def cold():
-        dn._trials.verdicts.clear()
-        dn._trials.choices.clear()
-        return dn.project_units(x, "relu5_3", [(0, 12, unit.position)])
+        dn_cold._trials.verdicts.clear()
+        dn_cold._trials.choices.clear()
+        return dn_cold.project_units(x, "relu5_3", [(0, 12, unit.position)])
+
+    def first():
+        dn_first._trials.sightings.clear()
+        dn_first._trials.verdicts.clear()
+        dn_first._trials.choices.clear()
+        return dn_first.project_units(x, "relu5_3", [(0, 12, unit.position)])
 
     times = interleaved({
         "ours": lambda: dn.project_units(x, "relu5_3", [(0, 12, unit.position)]),
         "cold": cold,
+        "first": first,
         "strongest": lambda: dn.project_units(x, "relu5_3", [(0, 12, None)]),
         "today": lambda: base.project_units(x, "relu5_3", [(0, 12, unit.position)], **today.options),
         "captum": lambda: captum_projection(captum_model, layer, x, 12, unit.position),
         "autograd": autograd_pass}, repeats)
     statistics = dn.cone_statistics
-    dn.release()
-    base.release()
+    for engine in (dn, dn_cold, dn_first, base):
+        engine.release()
     ours, ours_strongest, todays, captum, autograd = (times[k] for k in ("ours", "strongest", "today", "captum",
                                                                           "autograd"))
     return {"ours_s": ours, "ours_strongest_s": ours_strongest, "todays_engine_s": todays, "captum_s": captum,
             "autograd_fwd_bwd_s": autograd, "one_projection_vs_captum": ours / captum,
             "cold_s": times["cold"], "cold_vs_captum": times["cold"] / captum,
+            "first_sighting_s": times["first"], "first_sighting_vs_captum": times["first"] / captum,
             "cone_forward_served": statistics.cone_units > 0,
             "todays_engine_vs_captum": todays / captum, "vs_todays_engine": ours / todays,
             "vs_autograd": ours / autograd, "max_abs_difference": float((result - reference).abs().max())}

@@ -314,9 +314,12 @@ class Deconvnet(FeatureExtractor):
         for index, geometry_class in enumerate(self._geometry_classes(shapes, target, units)):
             groups.setdefault(geometry_class, []).append(index)
         size = self._cone_chunk(target, x)
-        batches = [group[start:start + size] for group in groups.values() for start in range(0, len(group), size)]
+        batches = [(geometry_class, group[start:start + size]) for geometry_class, group in groups.items()
+                   for start in range(0, len(group), size)]
         with torch.no_grad():
-            for indices in batches:
+            for geometry_class, indices in batches:
+                if self._trials.first_sighting(target.node, x, len(indices), geometry_class):
+                    continue
                 chunk = [units[index] for index in indices]
                 positions = [(int(position[0]), int(position[1])) for _, _, position in chunk]
                 images = [image for image, _, _ in chunk]

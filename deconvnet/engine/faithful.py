@@ -21,10 +21,10 @@ the units take the full forward's record. Random numbers put about half of all R
 and every max-pool window in play, so two different summation orders cannot pass.
 
 A trial costs about two full forward passes, so a geometry is tried only when it comes back:
-the first time (``TRIAL_AFTER`` sightings) its units simply read the full forward, which is what
-a one-off projection would pay anyway; a session of many projections (a channel's top 9, the
-explorer's clicks, a layer's units at interior positions, which share one geometry) then runs
-them over their cones.
+the first time (``TRIAL_AFTER`` sightings, told from the cones' box sizes before any arithmetic)
+its units simply read the full forward, which is what a one-off projection would pay anyway; a
+session of many projections (a channel's top 9, the explorer's clicks, a layer's units at
+interior positions, which share one geometry) then runs them over their cones.
 """
 
 from __future__ import annotations
@@ -73,15 +73,20 @@ class Trials:
         self.choices: dict[tuple, bool] = {}  # cone_record's, by convolution geometry
         self.statistics = ConeStatistics()
 
+    def first_sighting(self, target: fx.Node, x: Tensor, rows: int, geometry_class: tuple) -> bool:
+        """Whether a batch of this geometry class (box sizes and border contacts, known before any
+        arithmetic) is among the first ``TRIAL_AFTER`` seen: it then reads the full forward, and
+        neither the cone forward nor a trial runs."""
+        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device, rows, geometry_class)
+        self.sightings[key] = self.sightings.get(key, 0) + 1
+        return self.sightings[key] <= TRIAL_AFTER
+
     def faithful(self, shapes: Record, target: fx.Node, positions: list[tuple[int, int]], images: list[int],
                  x: Tensor, geometry: list) -> bool:
         """Whether the cone forward of these rows (whose ``geometry`` cone_record wrote) adds in the
         model's order; tried on random numbers the first time the geometry is seen."""
         key = (target, tuple(x.shape), x.stride(), x.dtype, x.device, len(positions), tuple(geometry))
         if key not in self.verdicts:
-            self.sightings[key] = self.sightings.get(key, 0) + 1
-            if self.sightings[key] <= TRIAL_AFTER:
-                return False
             start = time.perf_counter()
             self.verdicts[key] = self._trial(shapes, target, positions, images, x)
             self.statistics.trials += 1

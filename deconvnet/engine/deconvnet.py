@@ -9,6 +9,7 @@ relu.ReluRule). This module is the public face; the parts are its sibling module
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -268,7 +269,12 @@ class Deconvnet(FeatureExtractor):
         chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
         jobs = plan_jobs(units, field, (height, width))
         if cones:
-            alone = [job.rows[0] for job in jobs if len(job.rows) == 1]
+            # A unit runs over its own cone when it is alone in its image, or when its image's units'
+            # cones together cover less than the image: below that, one full forward serves them better.
+            per_image = Counter(image for image, _, _ in units)
+            cone = min(field.size[0], height) * min(field.size[1], width) if field.size else None
+            alone = [row for row, (image, _, _) in enumerate(units)
+                     if per_image[image] == 1 or cone is not None and per_image[image] * cone <= height * width]
             done = self._project_cones(x, target, [units[row] for row in alone], rule)
             for index, (local_map, unit) in done.items():
                 maps[alone[index]], chosen[alone[index]] = local_map, unit
@@ -276,6 +282,7 @@ class Deconvnet(FeatureExtractor):
             self._trials.statistics.cone_units += len(units) - len(rest)
             self._trials.statistics.full_units += len(rest)
             if rest:
+                # the full forward of all of x: the model's numbers for an image depend on the batch
                 projection = self._project_full(x, target, [units[row] for row in rest], rule, cones=True)
                 for row, local_map, unit in zip(rest, projection.maps, projection.units):
                     maps[row], chosen[row] = local_map, unit

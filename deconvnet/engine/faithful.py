@@ -72,6 +72,7 @@ class Trials:
         self.sightings: dict[tuple, int] = {}
         self.choices: dict[tuple, bool] = {}  # cone_record's, by convolution geometry
         self.statistics = ConeStatistics()
+        self._noise: tuple[tuple, Tensor, Record] | None = None
 
     def first_sighting(self, target: fx.Node, x: Tensor, rows: int, geometry_class: tuple) -> bool:
         """Whether a batch of this geometry class (box sizes and border contacts, known before any
@@ -94,11 +95,21 @@ class Trials:
             self.statistics.trial_seconds += time.perf_counter() - start
         return self.verdicts[key]
 
+    def _noise_record(self, target: fx.Node, x: Tensor) -> tuple[Tensor, Record]:
+        """The trials' noise, of x's shape and layout, and its full record, kept for the next trial:
+        the model's numbers depend on the batch's size, so the reference runs over all of x's rows,
+        and every geometry tried on a batch like x shares it."""
+        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device)
+        if self._noise is None or self._noise[0] != key:
+            self._noise = None  # the previous record goes before the next is made
+            generator = torch.Generator(device=x.device).manual_seed(TRIAL_SEED)
+            noise = torch.empty_like(x).normal_(generator=generator)  # x's shape and layout
+            self._noise = (key, noise, self.recorder.record(noise, target, TRIAL_RULE))
+        return self._noise[1], self._noise[2]
+
     def _trial(self, shapes: Record, target: fx.Node, positions: list[tuple[int, int]], images: list[int],
                x: Tensor) -> bool:
-        generator = torch.Generator(device=x.device).manual_seed(TRIAL_SEED)
-        noise = torch.empty_like(x).normal_(generator=generator)  # x's shape and layout
-        full = self.recorder.record(noise, target, TRIAL_RULE)
+        noise, full = self._noise_record(target, x)
         plan = ConePlan(self.graph, shapes, target, positions, images)
         cone = cone_record(self.graph, self.mirror, shapes, plan, noise, target, TRIAL_RULE, choices=self.choices)
         if cone is None:

@@ -132,6 +132,22 @@ class FeatureExtractor:
                 raise self._failure(x, layers[-1], error) from error
         return dict(zip(layers, outputs))
 
+    def forward_to(self, layers: Sequence[str]) -> Callable[[Tensor], tuple[Tensor, ...]]:
+        """A forward pass that stops at the deepest of ``layers`` and returns their outputs, with
+        autograd (for optimizing an input; ``activations`` runs without it).
+
+        >>> import torch, torchvision
+        >>> features = FeatureExtractor(torchvision.models.vgg11().eval())
+        >>> x = torch.rand(1, 3, 32, 32, requires_grad=True)
+        >>> (out,) = features.forward_to(["conv2_1"])(x)
+        >>> out.requires_grad
+        True
+        """
+        self._recorded()
+        for name in layers:
+            self.layer(name)  # an unknown name fails here, listing the valid ones
+        return self._forward_to(layers)
+
     def _forward_to(self, layers: Sequence[str]) -> Callable:
         key = tuple(layers)
         if key not in self._truncated:
@@ -140,11 +156,13 @@ class FeatureExtractor:
 
     def minimum_input_size(self, layer: str, channels: int = 3) -> int | None:
         """The smallest square input side for which ``layer`` has an output (None: over 4096)."""
+        parameter = next(self.model.parameters(), None)
+        like = {"dtype": parameter.dtype, "device": parameter.device} if parameter is not None else {}
 
         def fits(side: int) -> bool:
             try:
                 with torch.inference_mode():
-                    (output,) = self._forward_to([layer])(torch.empty(0, channels, side, side))
+                    (output,) = self._forward_to([layer])(torch.empty(0, channels, side, side, **like))
             except RuntimeError:
                 return False
             return all(size > 0 for size in output.shape[1:])

@@ -71,3 +71,22 @@ def test_resolve_model_refuses_a_bare_module_and_unknown_names():
         resolve_model(torch.nn.Identity())  # type: ignore[arg-type]
     with pytest.raises(DeconvError, match="unknown model 'nope'"):
         resolve_model("nope")
+
+
+
+def _has_output(model, side, dtype):
+    try:
+        return all(size > 0 for size in model(torch.zeros(1, 3, side, side, dtype=dtype)).shape[1:])
+    except RuntimeError:
+        return False
+
+
+def test_minimum_input_size_is_found_by_brute_force_in_float32_and_float64():
+    """Two max pools and an unpadded 3x3 convolution: the layer needs a side of 4 * 3 = 12 pixels."""
+    import deconvnet
+
+    model = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.MaxPool2d(2), torch.nn.Conv2d(3, 2, 3)).eval()
+    for dtype in (torch.float32, torch.float64):
+        model = model.to(dtype)
+        smallest = next(side for side in range(1, 40) if _has_output(model, side, dtype))
+        assert deconvnet.FeatureExtractor(model).minimum_input_size("2") == smallest == 12

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from deconvnet.cli import COMMANDS, build_parser, main
 from deconvnet.cli.grammar import Channels, figure_output
@@ -93,9 +94,10 @@ FORMS = {  # what each form means, written out by hand
 ACCEPTS = {  # the forms each command can do
     "visualize": {"12", "12,40,7", "0-3,40", "tabby", "top1", "top8"},
     "occlusion": {"12"},
-    "top9": set(FORMS),
-    "microscope": set(FORMS),
-    "evolution": set(FORMS),
+    # over an image set: numbers or all; topN and class names pick channels by one image
+    "top9": {"12", "12,40,7", "0-3,40", "all"},
+    "microscope": {"12", "12,40,7", "0-3,40", "all"},
+    "evolution": {"12", "12,40,7", "0-3,40", "all"},
     "sanity": {"12", "tabby", "top1"},
 }
 
@@ -330,12 +332,39 @@ def test_an_option_the_api_does_not_take_is_refused_in_one_line(command, monkeyp
     assert capsys.readouterr().err == f"deconv: error: {command} does not take --device yet; leave it out\n"
 
 
-def test_the_channel_spec_reaches_the_dataset_apis_as_written(monkeypatch, capsys):
+def test_the_channels_reach_the_dataset_apis_as_numbers(monkeypatch, capsys):
     top9_calls, site_calls = _replace("top9", monkeypatch), _replace("microscope", monkeypatch)
-    main(["top9", *REQUIRED["top9"], "--channel", "0-15,40"])
-    main(["microscope", *REQUIRED["microscope"], "--channels", "top8"])
+    main(["top9", *REQUIRED["top9"], "--channel", "0-2,40"])
+    main(["microscope", *REQUIRED["microscope"], "--channels", "7,3"])
     main(["microscope", *REQUIRED["microscope"]])
-    assert [call["channels"] for call in top9_calls + site_calls] == ["0-15,40", "top8", None]  # None: all
+    assert [call["channels"] for call in top9_calls + site_calls] == [[0, 1, 2, 40], [7, 3], None]  # None: all
+
+
+@pytest.mark.parametrize("command", ["microscope", "top9", "evolution"])
+@pytest.mark.parametrize("form, fact", [("top8", "does not rank channels"),
+                                        ("tabby", "takes channel numbers, not a name such as 'tabby'")])
+def test_a_dataset_command_refuses_top_and_class_names_before_the_model_loads(command, form, fact, tmp_path,
+                                                                             monkeypatch, capsys):
+    """The real command, with real image files: only the model loader is replaced, so that reaching it fails."""
+    import deconvnet.models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the channels were checked")
+
+    monkeypatch.setattr(deconvnet.models, "load", no_loading)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.new("RGB", (32, 32), (40 * index, 90, 200)).save(photos / f"{index}.png")
+    where = {"microscope": [str(photos), "-o", str(tmp_path / "site"), "--layer", "conv5_3"],
+             "top9": [str(photos), "-o", str(tmp_path / "out"), "--layer", "conv5_3"],
+             "evolution": [str(tmp_path), str(photos), "--layer", "conv5_3", "-o", str(tmp_path / "evolution")]}
+    with pytest.raises(SystemExit) as stopped:  # argparse's own exit, as the deconv script sees it
+        main([command, *where[command], "--channel", form])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fact in err and "0-15,40 or all" in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["photos"]  # nothing written
 
 
 def test_the_readme_command_lines_parse():  # and those of every page of the docs site

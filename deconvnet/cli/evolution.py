@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
                                             "naturally by name) or a text file listing them in training order")
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
     grammar.add_layer_option(parser, many=False, required=True)
-    grammar.add_channel_option(parser, default="0-7")
+    grammar.add_channel_option(parser, default="0-7", **grammar.DATASET_CHANNELS)
     grammar.add_output_option(parser, folder=True, default="evolution", help="default: evolution")
     grammar.add_mode_option(parser, many=False, default="deconvnet")
     grammar.add_dataset_options(parser, batch_size=32, workers=0)
@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.weights is not None:
         raise DeconvError("evolution takes its weights from the checkpoints; drop --weights")
-    done = evolution(args.checkpoints, args.images, args.output, layer=args.layer, channels=args.channel.text,
-                     model=args.model, mode=args.mode, restart=args.restart,
+    done = evolution(args.checkpoints, args.images, args.output, layer=args.layer,
+                     channels=grammar.dataset_channels(args.channel), model=args.model, mode=args.mode,
+                     restart=args.restart,
                      **grammar.dataset_keywords(evolution, args, "evolution"))
     changes = sum(w.changed for column in done.winners for w in column.values())
     print(f"{done.model} {done.layer}: {len(done.channels)} channels over {done.images} images at "

@@ -117,13 +117,23 @@ def parse_channels(text: str) -> Channels:
     return Channels(spec, tuple(dict.fromkeys(items)))
 
 
+DATASET_CHANNELS = {"top": False, "names": False, "hint": (
+    "; over an image set give channel numbers such as 0-15,40 or all (topN and class names pick channels "
+    "on one image: deconv visualize; deconv layers gives each layer's channel count)")}
+
+
+def dataset_channels(channels: Channels) -> list[int] | str:
+    """A dataset command's ``--channel`` as its API takes it: "all" or the channel numbers."""
+    return "all" if channels.all else [int(item) for item in channels.items]
+
+
 def channel_type(command: str, *, many: bool = True, names: bool = True, top: bool | int = True,
-                 all: bool = True) -> Callable[[str], Channels]:
+                 all: bool = True, hint: str = "") -> Callable[[str], Channels]:
     """The ``--channel`` type of one command: the grammar, minus the forms the command cannot do.
 
     ``many``: a list is allowed; ``names``: class names; ``top``: ``topN`` for any N (True), up to
     this N, or not at all (False); ``all``: every channel. By default every form passes: an API
-    that takes the spec as text checks it against the layer.
+    that takes the spec as text checks it against the layer. ``hint`` ends a refusal.
     """
     def parse(text: str) -> Channels:
         channels = parse_channels(text)
@@ -131,7 +141,7 @@ def channel_type(command: str, *, many: bool = True, names: bool = True, top: bo
         if channels.all and not all:
             refused = f"{command} cannot take every channel: give a list (0-15) or the strongest (top8)"
         elif channels.top is not None and (top is False or top is not True and channels.top > top):
-            refused = (f"{command} does not rank channels: give a channel" if top is False
+            refused = (f"{command} does not rank channels" + ("" if hint else ": give a channel") if top is False
                        else f"{command} ranks at most top{top}, received {text!r}")
         elif len(channels.items) > 1 and not many:
             refused = f"{command} takes one channel, received {len(channels.items)} ({text})"
@@ -139,7 +149,7 @@ def channel_type(command: str, *, many: bool = True, names: bool = True, top: bo
             name = next(item for item in channels.items if isinstance(item, str))
             refused = f"{command} takes channel numbers, not a name such as {name!r}"
         if refused:
-            raise argparse.ArgumentTypeError(refused)
+            raise argparse.ArgumentTypeError(refused + hint)
         return channels
 
     parse.__name__ = "channel"  # argparse names the type in some messages

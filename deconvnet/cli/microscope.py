@@ -16,7 +16,7 @@ def add_parser(commands) -> None:
     grammar.add_layer_option(parser, many=True, default="all",
                              help="all (every conv and fully connected layer, default) or names/aliases, "
                                   "comma-separated or repeated: conv4_3,fc7")
-    grammar.add_channel_option(parser, default="all",
+    grammar.add_channel_option(parser, default="all", **grammar.DATASET_CHANNELS,
                                help=f"{grammar.CHANNEL_FORMS} (default all): a first site of a few units in "
                                     "minutes, extended later")
     grammar.add_mode_option(parser, many=True, default=["deconvnet"],
@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.microscope import microscope
 
     layers = "all" if args.layer in ("all", ["all"]) else args.layer
-    # Every channel is the API's default; a spec goes to its channels= as written.
-    channels = {} if args.channel.all else {"channels": args.channel.text}
+    # Every channel is the API's default; a layer without some of the listed channels takes those it has.
+    channels = {} if args.channel.all else {"channels": grammar.dataset_channels(args.channel)}
     summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
                          model=args.model, weights=args.weights, restart=args.restart, **channels,
                          **grammar.dataset_keywords(microscope, args, "microscope"))

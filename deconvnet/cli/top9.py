@@ -14,7 +14,7 @@ def add_parser(commands) -> None:
     parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
     grammar.add_output_option(parser, folder=True, required=True)
     grammar.add_layer_option(parser, many=True, required=True)
-    grammar.add_channel_option(parser, default="all")
+    grammar.add_channel_option(parser, default="all", **grammar.DATASET_CHANNELS)
     parser.add_argument("--k", type=int, default=9, help="images per channel (default 9)")
     grammar.add_mode_option(parser, many=False, default="deconvnet")
     grammar.add_dataset_options(parser, batch_size=32, workers=2)
@@ -25,8 +25,9 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..tasks.top9.compute import top9
 
-    summary = top9(args.images, args.output, layers=args.layer, channels=args.channel.text, k=args.k,
-                   model=args.model, weights=args.weights, mode=args.mode, restart=args.restart,
+    summary = top9(args.images, args.output, layers=args.layer,
+                   channels=grammar.dataset_channels(args.channel), k=args.k, model=args.model,
+                   weights=args.weights, mode=args.mode, restart=args.restart,
                    **grammar.dataset_keywords(top9, args, "top9"))
     print(f"scanned {summary.images} images; rendered {summary.rendered} channels "
           f"({summary.reused} already up to date); results in {summary.results_path}")

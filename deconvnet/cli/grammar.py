@@ -117,7 +117,7 @@ def parse_channels(text: str) -> Channels:
     return Channels(spec, tuple(dict.fromkeys(items)))
 
 
-DATASET_CHANNELS = {"top": False, "names": False, "hint": (
+DATASET_CHANNELS: dict[str, Any] = {"top": False, "names": False, "hint": (
     "; over an image set give channel numbers such as 0-15,40 or all (topN and class names pick channels "
     "on one image: deconv visualize; deconv layers gives each layer's channel count)")}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import grammar
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     layers = "all" if args.layer in ("all", ["all"]) else args.layer
     # Every channel is the API's default; a layer without some of the listed channels takes those it has.
-    channels = {} if args.channel.all else {"channels": grammar.dataset_channels(args.channel)}
+    channels: dict[str, Any] = {} if args.channel.all else {"channels": grammar.dataset_channels(args.channel)}
     summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
                          model=args.model, weights=args.weights, restart=args.restart, **channels,
                          **grammar.dataset_keywords(microscope, args, "microscope"))

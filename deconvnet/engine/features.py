@@ -157,12 +157,13 @@ class FeatureExtractor:
     def minimum_input_size(self, layer: str, channels: int = 3) -> int | None:
         """The smallest square input side for which ``layer`` has an output (None: over 4096)."""
         parameter = next(self.model.parameters(), None)
-        like = {"dtype": parameter.dtype, "device": parameter.device} if parameter is not None else {}
+        dtype, device = (parameter.dtype, parameter.device) if parameter is not None else (None, None)
 
         def fits(side: int) -> bool:
             try:
                 with torch.inference_mode():
-                    (output,) = self._forward_to([layer])(torch.empty(0, channels, side, side, **like))
+                    empty = torch.empty(0, channels, side, side, dtype=dtype, device=device)
+                    (output,) = self._forward_to([layer])(empty)
             except RuntimeError:
                 return False
             return all(size > 0 for size in output.shape[1:])

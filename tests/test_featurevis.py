@@ -115,3 +115,39 @@ def test_bad_requests_are_refused_in_one_line(layer, channels, options, message)
     with pytest.raises((DeconvError, ValueError), match=message) as caught:
         feature_visualization(_tiny(), layer, channels, **{"size": 20, "steps": 1, **options})
     assert "\n" not in str(caught.value)
+
+
+def test_the_command_writes_a_sheet_of_the_offline_model(run_python, tmp_path):
+    from PIL import Image
+
+    output = tmp_path / "fv.png"
+    done = run_python("deconvnet.cli", "featurevis", "--layer", "conv5_3", "--channel", "12,40", "-o", str(output),
+                      "--steps", "2", "--size", "64", prefix=["-m"])
+    assert done.returncode == 0, done.stderr
+    with Image.open(output) as sheet:
+        assert sheet.mode == "RGB" and sheet.width > 2 * 64 and sheet.height > 64
+    assert "ch 12" in done.stdout and not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_the_command_refuses_bad_input_in_one_line(run_python, tmp_path):
+    done = run_python("deconvnet.cli", "featurevis", "--layer", "conv9", "--channel", "1", "-o",
+                      str(tmp_path / "fv.png"), prefix=["-m"])
+    assert done.returncode == 2 and "unknown layer 'conv9'" in done.stderr
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "fv.png").exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--layer", "conv5_3", "--channel", "512", "--steps", "1"], "valid channels are 0..511"),
+    (["--layer", "conv5_3", "--channel", "1", "--steps", "0"], "--steps must be a whole number of at least 1"),
+    (["--layer", "conv5_3", "--channel", "1", "--steps", "1", "--objective", "class"], "needs an output of class"),
+])
+def test_the_command_exits_2_with_one_line(capsys, tmp_path, arguments, message):
+    from deconvnet.cli import main
+
+    try:
+        status = main(["featurevis", *arguments, "--size", "32", "-o", str(tmp_path / "fv.png")])
+    except SystemExit as exit:  # argparse's refusals
+        status = exit.code
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and error.count("\n") == 1
+    assert not (tmp_path / "fv.png").exists()

@@ -55,6 +55,8 @@ class FourierImage(nn.Module):
     ``forward`` returns sigmoid(decorrelate(irfft2(scale * spectrum) / 4)), RGB in [0, 1], (N, 3, H, W).
     """
 
+    scale: Tensor  # (H, W//2+1), a buffer
+
     def __init__(self, batch: int, height: int, width: int, *, decay_power: float = 1.0,
                  decorrelate: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__()

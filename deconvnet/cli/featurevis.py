@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     channels = [c for c in fv.channels for _ in range(fv.copies)]
     titles = [f"{fv.layer} ch {c}: {value:.3g}" for c, value in zip(channels, fv.activations.tolist())]
     save_image_atomic(output, featurevis_sheet(fv.pictures(), titles))
-    print(f"{loaded.name} {fv.layer}, {grammar.count(len(channels), 'image')} ({fv.objective}, {args.steps} steps, "
-          f"{args.size}px): " + ", ".join(f"ch {c} {v:.4g}" for c, v in zip(channels, fv.activations.tolist())))
+    values = ", ".join(f"ch {c} {v:.4g}" for c, v in zip(channels, fv.activations.tolist()))
+    print(f"{loaded.name} {fv.layer}, {grammar.count(len(channels), 'image')} ({fv.objective}, "
+          f"{grammar.count(args.steps, 'step')}, {args.size}px): {values}")
     print(f"wrote {output}")
     return 0

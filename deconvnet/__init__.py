@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
     from .engine.features import FeatureExtractor
     from .engine.receptive import Box, ReceptiveField
     from .engine.relu import MODES
+    from .featurevis import FeatureVisualization, feature_visualization
     from .models import MODELS, LoadedModel, load, load_model
     from .models.zfnet import ZFNet
     from .tasks.visualize import visualize
@@ -37,11 +38,12 @@ _LAZY = {
     "MODELS": "models", "LoadedModel": "models", "load": "models", "load_model": "models",
     "Box": "engine.receptive", "ReceptiveField": "engine.receptive", "MODES": "engine.relu",
     "visualize": "tasks.visualize", "ZFNet": "models.zfnet",
+    "feature_visualization": "featurevis", "FeatureVisualization": "featurevis",
 }
 
 __all__ = [
-    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "LoadedModel", "MODELS", "MODES", "Projection",
-    "ReceptiveField", "Unit", "ZFNet", "load", "load_model", "visualize",
+    "Box", "DeconvError", "Deconvnet", "FeatureExtractor", "FeatureVisualization", "LoadedModel", "MODELS", "MODES",
+    "Projection", "ReceptiveField", "Unit", "ZFNet", "feature_visualization", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"
 

@@ -29,12 +29,13 @@ REQUIRED = {
     "filters": [],
     "invariance": ["img.jpg"],
     "correspondence": ["parts.json", "--layer", "conv2"],
+    "featurevis": ["--layer", "conv5_3", "--channel", "12"],
     "layers": [],
     "models": [],
 }
-LAYER_REQUIRED = {"visualize", "top9", "evolution", "sanity", "correspondence"}
+LAYER_REQUIRED = {"visualize", "top9", "evolution", "sanity", "correspondence", "featurevis"}
 MANY_LAYERS = {"top9", "microscope", "invariance", "correspondence"}
-ONE_LAYER = {"visualize", "occlusion", "evolution", "sanity", "filters"}
+ONE_LAYER = {"visualize", "occlusion", "evolution", "sanity", "filters", "featurevis"}
 
 
 def without(argv: list[str], option: str) -> list[str]:

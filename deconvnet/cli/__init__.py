@@ -46,7 +46,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("single image", ("visualize", "occlusion")),
     ("in the browser", ("serve",)),
     ("image set", ("top9", "microscope", "evolution", "sanity")),
-    ("analyses", ("filters", "invariance", "correspondence")),
+    ("analyses", ("filters", "invariance", "correspondence", "featurevis")),
     ("the model", ("layers", "models")),
 )
 

@@ -1,0 +1,178 @@
+"""Feature visualization by optimization (Olah et al., "Feature Visualization", Distill 2017).
+
+The input that maximizes a unit, made by gradient ascent on a Fourier (or pixel) parametrization
+under random transformations. Every channel asked for is one image of the same batch: one forward
+and one backward per step for all of them, so a layer's 512 channels are a few batches.
+
+The model is never changed: the forward pass is the engine's truncated copy of the model's graph
+(it stops at ``layer``, shares the model's parameters, and holds no hook), and gradients are taken
+with ``torch.autograd.grad`` for the image's parameters only, so no ``.grad`` appears on the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..engine.features import FeatureExtractor
+from ..errors import DeconvError
+from ..models import LoadedModel, class_index, resolve_model
+from ..models.transforms import ImageTransform
+from .objectives import check_output, gram_similarity, scores
+from .param import make_param
+from .transforms import Transform, apply, standard_transforms
+
+
+@dataclass
+class FeatureVisualization:
+    """The optimized images of one layer's channels.
+
+    ``images`` (N, 3, H, W) are in the model's input space (normalised as its transform does);
+    ``rgb`` the same images as RGB in [0, 1]; ``activations`` (N,) each image's objective on its
+    channel, measured on the final image without transformations. With ``copies`` > 1, the
+    images of ``channels[i]`` are rows ``i * copies ... (i + 1) * copies - 1``.
+    """
+
+    images: Tensor
+    rgb: Tensor
+    activations: Tensor
+    layer: str
+    channels: list[int]
+    objective: str
+    copies: int = 1
+    transform: ImageTransform | None = None
+
+    def pictures(self) -> list[np.ndarray]:
+        """Each image as an RGB uint8 picture (H, W, 3), shown with the model's ``transform.to_uint8``."""
+        if self.transform is not None:
+            return [self.transform.to_uint8(x) for x in self.images]
+        return [(x.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+                for x in self.rgb]
+
+
+def _normaliser(transform: ImageTransform | None) -> Callable[[Tensor], Tensor]:
+    """RGB in [0, 1] (N, 3, H, W) -> the model's input, as ``transform`` makes it from a picture."""
+    if transform is None:
+        return lambda rgb: rgb
+    mean = torch.tensor(transform.mean).view(1, 3, 1, 1)
+    std = torch.tensor(transform.std).view(1, 3, 1, 1)
+
+    def normalise(rgb: Tensor) -> Tensor:
+        x = rgb.flip(1) if transform.bgr else rgb
+        return (x * transform.scale - mean.to(x)) / std.to(x)
+
+    return normalise
+
+
+def _resolve(model: Any, device: str) -> tuple[nn.Module, ImageTransform | None, list[str] | None]:
+    """The module to run, its preprocessing, and its class names; a name is loaded onto ``device``."""
+    if isinstance(model, str):
+        loaded = resolve_model(model)
+        return loaded.model.to(device), loaded.transform, loaded.categories  # our own copy: free to move
+    if isinstance(model, LoadedModel):
+        module, transform, categories = model.model, model.transform, model.categories
+    elif isinstance(model, nn.Module):
+        module, transform, categories = model, None, None
+    else:
+        raise TypeError(f"model must be a model name, a LoadedModel or an nn.Module, received {type(model).__name__}")
+    parameter = next(module.parameters(), None)
+    if parameter is not None and parameter.device != torch.device(device):
+        raise DeconvError(f"the model is on {parameter.device} but device={device!r}: move the model there first, "
+                          f"or pass device={str(parameter.device)!r}")
+    return module, transform, categories
+
+
+def _channel_list(channels: int | str | Sequence[int | str], count: int, layer: str,
+                  categories: list[str] | None) -> list[int]:
+    items = [channels] if isinstance(channels, (int, str)) else list(channels)
+    if not items:
+        raise DeconvError(f"no channel given: pass one or more channels of {layer}, 0..{count - 1}")
+    picked = []
+    for item in items:
+        index = class_index(item, categories) if isinstance(item, str) else int(item)
+        if not 0 <= index < count:
+            raise DeconvError(f"channel {item} is out of range for layer {layer}: valid channels are 0..{count - 1}")
+        picked.append(index)
+    return picked
+
+
+def _check_options(steps: int, size: int, lr: float, diversity: float, copies: int) -> None:
+    for name, value, minimum in (("steps", steps, 1), ("size", size, 1), ("copies", copies, 1)):
+        if not isinstance(value, int) or value < minimum:
+            raise DeconvError(f"{name} must be a whole number of at least {minimum}, received {value!r}")
+    if not lr > 0:
+        raise DeconvError(f"lr must be positive, received {lr}")
+    if not diversity >= 0:
+        raise DeconvError(f"diversity must be 0 (off) or positive, received {diversity}")
+
+
+def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
+                          channels: int | str | Sequence[int | str], *, objective: str = "channel",
+                          size: int = 128, steps: int = 256, lr: float = 0.05, param: str | nn.Module = "fourier",
+                          diversity: float = 0.0, copies: int = 1, seed: int = 0, device: str = "cpu",
+                          transform: Sequence[Transform] | None = None,
+                          progress: bool = False) -> FeatureVisualization:
+    """Optimize one image per channel of ``layer`` (times ``copies``) to maximize ``objective``.
+
+    ``model``: a name (loaded here onto ``device``), a LoadedModel (its transform normalises the
+    image) or a plain nn.Module (fed RGB in [0, 1]). ``objective``: "channel" (mean of the map),
+    "neuron" (its centre unit) or "class" (a logit: ``layer`` gives (N, K) scores). ``param``:
+    "fourier" (1/f spectrum, decorrelated colour), "pixel", or a module returning (N, 3, H, W) in
+    [0, 1]. ``diversity`` weighs the Gram-similarity penalty between the ``copies`` of a channel.
+    ``transform``: the random transformations of each step (default Lucid's standard ones; ``[]``
+    for none). The same ``seed`` gives the same images on the same device.
+
+    Example:
+        >>> fv = feature_visualization("vgg16-hed", "conv4_3", [12, 40], steps=128)  # doctest: +SKIP
+        >>> fv.images.shape, fv.activations.shape                                       # doctest: +SKIP
+        (torch.Size([2, 3, 128, 128]), torch.Size([2]))
+    """
+    _check_options(steps, size, lr, diversity, copies)
+    module, preprocessing, categories = _resolve(model, device)
+    with FeatureExtractor(module) as features:
+        features.follow_size((size, size))
+        features.layer(layer)  # an unknown name fails here, listing the valid ones
+        needed = features.minimum_input_size(layer)
+        if needed is not None and size < needed:
+            raise DeconvError(f"size {size} is too small for layer {layer}: it needs an input of at least "
+                              f"{needed}x{needed}; use size {needed} or more")
+        forward = features._forward_to([layer])
+        with torch.no_grad():
+            (probe,) = forward(torch.empty(0, 3, size, size, device=device))  # shapes only
+        check_output(objective, tuple(probe.shape), layer)
+        picked = _channel_list(channels, probe.shape[1], layer, categories)
+        targets = torch.tensor(picked, device=device).repeat_interleave(copies)  # (N,)
+        generator = torch.Generator().manual_seed(seed)
+        image = (make_param(param, len(targets), size, generator) if isinstance(param, str) else param).to(device)
+        normalise = _normaliser(preprocessing)
+        steps_applied = standard_transforms() if transform is None else list(transform)
+        parameters = [p for p in image.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+
+        def run(rgb: Tensor) -> Tensor:
+            x = normalise(rgb)
+            try:
+                return forward(x)[0]
+            except RuntimeError as error:
+                raise features._failure(x, layer, error) from error
+
+        for _ in tqdm(range(steps), desc=f"featurevis {layer}", unit="step", disable=not progress,
+                      dynamic_ncols=True):
+            activations = run(apply(steps_applied, image(), generator))  # (N, C, h, w) or (N, K)
+            loss = -scores(activations, targets, objective).sum()  # a sum: each image's step ignores the others
+            if diversity > 0:
+                loss = loss + diversity * gram_similarity(activations, len(picked)).sum()
+            for p, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
+                p.grad = grad
+            optimizer.step()
+        with torch.no_grad():
+            rgb = image()
+            final = scores(run(rgb), targets, objective)
+            images = normalise(rgb)
+    return FeatureVisualization(images=images.detach(), rgb=rgb.detach(), activations=final.detach(), layer=layer,
+                                channels=picked, objective=objective, copies=copies, transform=preprocessing)

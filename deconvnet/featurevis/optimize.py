@@ -141,7 +141,7 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
         if needed is not None and size < needed:
             raise DeconvError(f"size {size} is too small for layer {layer}: it needs an input of at least "
                               f"{needed}x{needed}; use size {needed} or more")
-        forward = features._forward_to([layer])
+        forward = features.forward_to([layer])
         with torch.no_grad():
             (probe,) = forward(torch.empty(0, 3, size, size, device=device))  # shapes only
         check_output(objective, tuple(probe.shape), layer)

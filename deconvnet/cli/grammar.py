@@ -112,6 +112,10 @@ def parse_channels(text: str) -> Channels:
             items.extend(range(low, high + 1))
         elif re.fullmatch(r"-?\d+", part):
             items.append(int(part))
+        elif re.match(r"-?\d", part):  # begun as a number or range, not finished as one: not a name
+            raise argparse.ArgumentTypeError(
+                f"cannot read channel spec {text!r}: {part!r} is neither a channel nor a range; expected "
+                f"a channel or a list such as {CHANNEL_FORMS}")
         else:
             items.append(part)  # a class name, resolved against the model's categories by the API
     return Channels(spec, tuple(dict.fromkeys(items)))

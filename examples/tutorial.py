@@ -139,7 +139,7 @@ show(PIL.Image.fromarray(cropped), "4-projection")
 # %%
 photos = OUT / "photos.txt"
 photos.write_text("".join(f"{path}\n" for path in sorted(ASSETS.glob("*.jpg"))))
-summary = top9(photos, OUT / "top9", layers=["conv4_3"], channels="0-3", k=3, mode="guided", workers=0)
+summary = top9(photos, OUT / "top9", layers=["conv4_3"], channels=range(4), k=3, mode="guided", workers=0)
 print(f"scanned {summary.images} images; results in {summary.results_path}")
 for channel in range(2):
     show(PIL.Image.open(OUT / "top9" / "conv4_3" / f"channel_{channel:04d}.png"), f"5-top9-channel{channel}")

@@ -313,7 +313,7 @@ from deconvnet.dataset.images import open_image
 kind, argument = sys.argv[1], sys.argv[2]
 if kind == "scan":
     from deconvnet.tasks.top9.compute import top9
-    top9(argument, sys.argv[3], layers=["conv3_3"], channels="0-15", batch_size=16, workers=0,
+    top9(argument, sys.argv[3], layers=["conv3_3"], channels=range(16), batch_size=16, workers=0,
          progress=False, render=False)
 else:
     model, transform = deconvnet.load_model("vgg16-hed")

@@ -43,9 +43,9 @@ from deconvnet.dataset import runner
 from deconvnet.dataset.images import open_image
 from deconvnet.engine import Deconvnet
 from deconvnet.engine.recorder import Recorder
+from deconvnet.tasks.common import project_channel
 from deconvnet.tasks.microscope import build as build_module
 from deconvnet.tasks.microscope import default_layers, microscope
-from deconvnet.tasks.top9.sheets import project_channel
 from machine import machine  # scripts/machine.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -66,7 +66,7 @@ def main() -> None:
         subprocess.run([sys.executable, str(ROOT / "scripts" / "train_tiny.py"), "--out", str(work / "tiny")],
                        check=True)
         run = evolution(work / "tiny" / "checkpoints", work / "tiny" / "images", work / "evolution",
-                        model="tiny-zfnet", layer="conv2", channels="0-7")
+                        model="tiny-zfnet", layer="conv2", channels=range(8))
         shutil.copy(run.figure, ASSETS / "readme-evolution-tiny-conv2.png")
     print(f"wrote {ASSETS / 'readme-correspondence-cat-lite0.png'} and {ASSETS / 'readme-evolution-tiny-conv2.png'}")
 

@@ -338,7 +338,7 @@ def test_the_channels_reach_the_dataset_apis_as_numbers(monkeypatch, capsys):
     main(["top9", *REQUIRED["top9"], "--channel", "0-2,40"])
     main(["microscope", *REQUIRED["microscope"], "--channels", "7,3"])
     main(["microscope", *REQUIRED["microscope"]])
-    assert [call["channels"] for call in top9_calls + site_calls] == [[0, 1, 2, 40], [7, 3], None]  # None: all
+    assert [call["channels"] for call in top9_calls + site_calls] == [[0, 1, 2, 40], [7, 3], "all"]
 
 
 @pytest.mark.parametrize("command", ["microscope", "top9", "evolution"])

@@ -316,7 +316,7 @@ def test_channels_build_a_first_site_that_a_later_build_extends(site, images, tm
     root, _, labels = images
     out = tmp_path / "site"
     build = dict(modes=MODES, labels=labels, model=tiny_model(head=True), **SETTINGS)
-    first = microscope(root, out, layers=["conv1_1", "logits"], channels="1,3", **build)
+    first = microscope(root, out, layers=["conv1_1", "logits"], channels=[1, 3], **build)
     assert first.scanned == ["features.0", "head"] and first.projected == 2 * 2 * 2
     assert [int(c) for c in json.loads((out / "data" / "conv1_1.json").read_text())["channels"]] == [1, 3]
     assert sorted(p.stem for p in (out / "conv1_1").glob("[0-9]*.html")) == ["1", "3"]

@@ -22,8 +22,8 @@ from PIL import Image
 import deconvnet.dataset.runner as runner_module
 from deconvnet.engine import Deconvnet
 from deconvnet.errors import DeconvError
-from deconvnet.tasks.top9.compute import parse_channels, top9
-from deconvnet.tasks.top9.sheets import folder_names, project_channel
+from deconvnet.tasks.common import folder_names, project_channel
+from deconvnet.tasks.top9.compute import top9
 
 LAYERS = ["relu1_1", "features.3"]  # an alias and a module name; conv2_1 is pre-ReLU, values may be negative
 SETTINGS = dict(layers=LAYERS, k=4, batch_size=2, workers=0, progress=False)
@@ -252,7 +252,7 @@ def test_receptive_field_crops(tiny, images):
 
 def test_fully_connected_layer(tiny, images, tmp_path):
     root, good = images
-    top9(root, tmp_path, layers=["head"], channels="1,3", k=5, model=tiny.model(head=True), batch_size=4,
+    top9(root, tmp_path, layers=["head"], channels=[1, 3], k=5, model=tiny.model(head=True), batch_size=4,
          workers=0, progress=False)
     table = _results(tmp_path)["layers"]["head"]
     assert list(table) == ["1", "3"]
@@ -291,19 +291,9 @@ def test_gallery_links_only_existing_files(reference):
     assert all(f'id="{anchor}"' in page for anchor in anchors)
 
 
-def test_parse_channels():
-    assert parse_channels("all", 3) == [0, 1, 2]
-    assert parse_channels("0-3, 10,2", 64) == [0, 1, 2, 3, 10]
-    assert parse_channels(" 7 ", 8) == [7]
-    for spec, message in (("0-99", "valid: 0-63"), ("64", "valid: 0-63"), ("5-2", "backwards"),
-                          ("a-b", "0-15,40"), ("", "0-15,40"), ("1,,2", "0-15,40"), ("-3", "0-15,40")):
-        with pytest.raises(DeconvError, match=message):
-            parse_channels(spec, 64)
-
-
 def test_bad_arguments(tiny, images, tmp_path, monkeypatch):
     model = tiny.model()
-    with pytest.raises(DeconvError, match="valid: 0-3"):
+    with pytest.raises(DeconvError, match="layer relu1_1 has 4 channels: valid 0-3"):
         top9(images[0], tmp_path, layers=["relu1_1"], channels=[0, 4], model=model, progress=False)
     with pytest.raises(DeconvError, match="unknown layer"):
         top9(images[0], tmp_path, layers=["conv9"], model=model, progress=False)

@@ -9,7 +9,7 @@ from deconvnet.tasks.top9.compute import top9
 
 
 def test_top9_on_imagenet_samples(samples, tmp_path):
-    summary = top9(samples, tmp_path, layers=["conv3_3"], channels="0-3", limit=20, batch_size=10, workers=2,
+    summary = top9(samples, tmp_path, layers=["conv3_3"], channels=range(4), limit=20, batch_size=10, workers=2,
                    progress=False)
     assert summary.images == 20 and summary.rendered == 4
     results = json.loads(summary.results_path.read_text())

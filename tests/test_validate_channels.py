@@ -13,8 +13,8 @@ def test_check_channels_sorts_and_dedupes():
 
 
 @pytest.mark.parametrize("channels, facts", [
-    ([8], ["channel 8 is out of range", "8 channels", "valid: 0-7"]),
-    ([-1], ["channel -1 is out of range", "valid: 0-7"]),
+    ([8], ["channel 8 is out of range", "8 channels", "valid 0-7"]),
+    ([-1], ["channel -1 is out of range", "valid 0-7"]),
     ([True], ["channel True is out of range"]),
     (["2"], ["channel '2' is out of range"]),
     ([], ["at least one channel"]),
@@ -27,7 +27,7 @@ def test_check_channels_rejects(channels, facts):
 
 
 def test_check_channels_names_the_layer():
-    with pytest.raises(DeconvError, match="out of range for layer conv1: the layer has 4 channels"):
+    with pytest.raises(DeconvError, match="out of range: layer conv1 has 4 channels: valid 0-3"):
         check_channels([4], 4, layer="conv1")
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None:
         raise DeconvError("evolution takes its weights from the checkpoints; drop --weights")
     done = evolution(args.checkpoints, args.images, args.output, layer=args.layer,
-                     channels=grammar.dataset_channels(args.channel), model=args.model, mode=args.mode,
+                     channels=grammar.api_channels(args.channel), model=args.model, mode=args.mode,
                      restart=args.restart,
                      **grammar.dataset_keywords(evolution, args, "evolution"))
     changes = sum(w.changed for column in done.winners for w in column.values())

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         args.output, f"featurevis_{grammar.safe_name(args.model)}_{grammar.safe_name(args.layer)}.png"))
     loaded = load(args.model, weights=args.weights)
     loaded.model.to(args.device)  # this command's own copy
-    fv = feature_visualization(loaded, args.layer, list(args.channel.items), objective=args.objective,
+    fv = feature_visualization(loaded, args.layer, grammar.api_channels(args.channel), objective=args.objective,
                                size=args.size, steps=args.steps, lr=args.lr, param=args.param,
                                diversity=args.diversity, copies=args.copies, seed=args.seed, device=args.device,
                                progress=True)

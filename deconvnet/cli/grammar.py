@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..channels import ChannelSelection, ClassChannels, Strongest
 from ..errors import EXIT_USAGE, DeconvError
 
 # The API's own defaults (deconvnet.models.DEFAULT_MODEL, the modes of deconvnet.engine.relu.MODES),
@@ -126,9 +127,20 @@ DATASET_CHANNELS: dict[str, Any] = {"top": False, "names": False, "hint": (
     "on one image: deconv visualize; deconv layers gives each layer's channel count)")}
 
 
-def dataset_channels(channels: Channels) -> list[int] | str:
-    """A dataset command's ``--channel`` as its API takes it: "all" or the channel numbers."""
-    return "all" if channels.all else [int(item) for item in channels.items]
+def api_channels(channels: Channels) -> ChannelSelection:
+    """``--channel`` as the API takes it (:mod:`deconvnet.channels`): "all", ``Strongest(n)``, the
+    channel numbers, or ``ClassChannels`` when class names are among them.
+
+    >>> api_channels(parse_channels("0-2")), api_channels(parse_channels("top8"))
+    ([0, 1, 2], Strongest(k=8))
+    """
+    if channels.all:
+        return "all"
+    if channels.top is not None:
+        return Strongest(channels.top)
+    if any(isinstance(item, str) for item in channels.items):
+        return ClassChannels(*channels.items)
+    return [int(item) for item in channels.items]
 
 
 def channel_type(command: str, *, many: bool = True, names: bool = True, top: bool | int = True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from . import grammar
 
@@ -33,10 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.microscope import microscope
 
     layers = "all" if args.layer in ("all", ["all"]) else args.layer
-    # Every channel is the API's default; a layer without some of the listed channels takes those it has.
-    channels: dict[str, Any] = {} if args.channel.all else {"channels": grammar.dataset_channels(args.channel)}
     summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
-                         model=args.model, weights=args.weights, restart=args.restart, **channels,
+                         model=args.model, weights=args.weights, restart=args.restart,
+                         channels=grammar.api_channels(args.channel),
                          **grammar.dataset_keywords(microscope, args, "microscope"))
     print(f"{grammar.count(len(summary.layers), 'layer')} over {grammar.count(summary.images, 'image')}: scanned "
           f"{grammar.count(len(summary.scanned), 'layer')}, projected {grammar.count(summary.projected, 'unit')}; "

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..tasks.top9.compute import top9
 
     summary = top9(args.images, args.output, layers=args.layer,
-                   channels=grammar.dataset_channels(args.channel), k=args.k, model=args.model,
+                   channels=grammar.api_channels(args.channel), k=args.k, model=args.model,
                    weights=args.weights, mode=args.mode, restart=args.restart,
                    **grammar.dataset_keywords(top9, args, "top9"))
     print(f"scanned {summary.images} images; rendered {summary.rendered} channels "

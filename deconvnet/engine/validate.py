@@ -73,12 +73,12 @@ def check_channels(channels: Iterable[Any], count: int, layer: str | None = None
     >>> check_channels([5, 1, 5], 8)
     [1, 5]
     """
-    where = f" for layer {layer}" if layer else ""
+    where = f"layer {layer}" if layer else "the layer"
     chosen = set()
     for channel in channels:
         if not is_integer(channel) or not 0 <= int(channel) < count:
-            raise DeconvError(f"channel {channel!r} is out of range{where}: the layer has {count} channels "
-                              f"(valid: 0-{count - 1})")
+            raise DeconvError(f"channel {channel!r} is out of range: {where} has {count} channels: "
+                              f"valid 0-{count - 1}")
         chosen.add(int(channel))
     if not chosen:
         raise DeconvError("expected at least one channel, received an empty list")

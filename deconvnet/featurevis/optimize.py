@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..channels import ChannelSelection, channel_numbers, select_channels
 from ..engine.features import FeatureExtractor
 from ..errors import DeconvError
-from ..models import LoadedModel, class_index, resolve_model
+from ..models import LoadedModel, resolve_model
 from ..models.transforms import ImageTransform
 from .objectives import check_output, gram_similarity, scores
 from .param import make_param
@@ -87,20 +88,6 @@ def _resolve(model: Any, device: str) -> tuple[nn.Module, ImageTransform | None,
     return module, transform, categories
 
 
-def _channel_list(channels: int | str | Sequence[int | str], count: int, layer: str,
-                  categories: list[str] | None) -> list[int]:
-    items = [channels] if isinstance(channels, (int, str)) else list(channels)
-    if not items:
-        raise DeconvError(f"no channel given: pass one or more channels of {layer}, 0..{count - 1}")
-    picked = []
-    for item in items:
-        index = class_index(item, categories) if isinstance(item, str) else int(item)
-        if not 0 <= index < count:
-            raise DeconvError(f"channel {item} is out of range for layer {layer}: valid channels are 0..{count - 1}")
-        picked.append(index)
-    return picked
-
-
 def _check_options(steps: int, size: int, lr: float, diversity: float, copies: int) -> None:
     for name, value, minimum in (("steps", steps, 1), ("size", size, 1), ("copies", copies, 1)):
         if not isinstance(value, int) or value < minimum:
@@ -112,7 +99,7 @@ def _check_options(steps: int, size: int, lr: float, diversity: float, copies: i
 
 
 def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
-                          channels: int | str | Sequence[int | str], *, objective: str = "channel",
+                          channels: ChannelSelection, *, objective: str = "channel",
                           size: int = 128, steps: int = 256, lr: float = 0.05, param: str | nn.Module = "fourier",
                           diversity: float = 0.0, copies: int = 1, seed: int = 0, device: str = "cpu",
                           transform: Sequence[Transform] | None = None,
@@ -125,7 +112,8 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
     "fourier" (1/f spectrum, decorrelated colour), "pixel", or a module returning (N, 3, H, W) in
     [0, 1]. ``diversity`` weighs the Gram-similarity penalty between the ``copies`` of a channel.
     ``transform``: the random transformations of each step (default Lucid's standard ones; ``[]``
-    for none). The same ``seed`` gives the same images on the same device.
+    for none). ``channels`` is a :data:`deconvnet.channels.ChannelSelection` (``[12, 40]``, in that
+    order; ``ClassChannels("tabby")`` for class logits). The same ``seed`` gives the same images on the same device.
 
     Example:
         >>> fv = feature_visualization("vgg16-hed", "conv4_3", [12, 40], steps=128)  # doctest: +SKIP
@@ -133,6 +121,7 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
         (torch.Size([2, 3, 128, 128]), torch.Size([2]))
     """
     _check_options(steps, size, lr, diversity, copies)
+    channel_numbers(channels)  # its type, before the model loads
     module, preprocessing, categories = _resolve(model, device)
     with FeatureExtractor(module) as features:
         features.follow_size((size, size))
@@ -145,7 +134,7 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
         with torch.no_grad():
             (probe,) = forward(torch.empty(0, 3, size, size, device=device))  # shapes only
         check_output(objective, tuple(probe.shape), layer)
-        picked = _channel_list(channels, probe.shape[1], layer, categories)
+        picked = select_channels(channels, probe.shape[1], layer, categories=categories, ordered=True)
         targets = torch.tensor(picked, device=device).repeat_interleave(copies)  # (N,)
         generator = torch.Generator().manual_seed(seed)
         image = (make_param(param, len(targets), size, generator) if isinstance(param, str) else param).to(device)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
         visualize_figure,
     )
     from .pictures import (
+        DISPLAY_PERCENTILE,
         GREY,
         channel_sheet,
         crop_with_padding,
@@ -45,13 +46,15 @@ if TYPE_CHECKING:  # the names below, for type checkers and editors
         to_display,
     )
 
-_PICTURES = {"GREY", "channel_sheet", "crop_with_padding", "grid", "image_to_uint8", "mosaic", "projection_image",
+_PICTURES = {"DISPLAY_PERCENTILE", "GREY", "channel_sheet",
+             "crop_with_padding", "grid", "image_to_uint8", "mosaic", "projection_image",
              "to_display"}
 _FIGURES = {"GRID_COLUMNS", "NotebookFigure", "channels_figure", "new_figure", "outline_box", "projection_figure",
             "show_picture", "visualize_figure"}
 
 __all__ = [
-    "GREY", "GRID_COLUMNS", "NotebookFigure", "channel_sheet", "channels_figure", "crop_with_padding", "grid",
+    "DISPLAY_PERCENTILE", "GREY",
+    "GRID_COLUMNS", "NotebookFigure", "channel_sheet", "channels_figure", "crop_with_padding", "grid",
     "image_to_uint8", "mosaic", "new_figure", "outline_box", "projection_figure", "projection_image", "show_picture",
     "to_display", "visualize_figure",
 ]

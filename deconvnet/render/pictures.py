@@ -157,6 +157,9 @@ def _display_scale(magnitude: np.ndarray, percentile: float | None) -> float:
     # the maximum rather than saturating every non-zero pixel.
     return scale if scale > 0 else peak
 
+DISPLAY_PERCENTILE: float | None = 99.5  # a dataset sheet's |value| at full strength: this percentile (None: the max)
+
+
 def to_display(t: ArrayOrTensor, *, percentile: float | None = None) -> UInt8Image:
     """Show a signed projection as an RGB picture with zero at mid-grey.
 

@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from ..channels import channel_numbers
 from ..dataset.images import UnreadableImage, list_images, open_image
 from ..engine import Deconvnet
 from ..errors import DeconvError
@@ -378,10 +379,16 @@ def as_position(y: Any, x: Any) -> tuple[int, int] | None:
 
 
 def as_channel(value: Any) -> int:
+    """A query's channel as the one channel type takes it (deconvnet.channels); the layer checks its range.
+
+    >>> as_channel("12")
+    12
+    """
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         raise DeconvError(f"expected an integer channel, received {value!r}") from None
+    return int(channel_numbers([number])[0])  # type: ignore[index]
 
 
 def as_modes(text: str | None) -> list[str] | None:

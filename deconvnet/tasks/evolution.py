@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..channels import ChannelSelection, channel_numbers, select_channels
 from ..dataset.accumulators import TopK
 from ..dataset.images import open_image
 from ..dataset.imageset import read_list
@@ -42,8 +43,7 @@ from ..engine import Deconvnet
 from ..errors import DeconvError
 from ..fileio import save_figure_atomic, write_json_atomic
 from ..models import DEFAULT_MODEL, RANDOM, load, load_checked, read_state_dict
-from .top9.compute import choose_channels
-from .top9.sheets import project_channel
+from .common import project_channel
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 RESULTS = "evolution.json"
@@ -132,7 +132,7 @@ def evolution(
     out_dir: str | os.PathLike,
     *,
     layer: str,
-    channels: str | Sequence[int] = "0-7",
+    channels: ChannelSelection = range(8),
     model: str = DEFAULT_MODEL,
     mode: str = "deconvnet",
     batch_size: int = 32,
@@ -152,8 +152,9 @@ def evolution(
     after each scanned batch.
 
     >>> evolution("runs/tiny/checkpoints", "runs/tiny/images", "out", model="tiny-zfnet",
-    ...           layer="conv2", channels="0-7")                              # doctest: +SKIP
+    ...           layer="conv2", channels=range(8))                              # doctest: +SKIP
     """
+    channel_numbers(channels)  # its type, before any checkpoint loads
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     if isinstance(checkpoints, (list, tuple)):
         paths = [Path(p) for p in checkpoints]
@@ -176,7 +177,8 @@ def evolution(
             scan_dir.mkdir(parents=True, exist_ok=True)
             with Deconvnet(loaded.model) as dn:
                 probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=job.device), [layer])
-                chosen = choose_channels(channels, probe[layer].shape[1])
+                chosen = select_channels(channels, probe[layer].shape[1], layer, categories=loaded.categories,
+                                         model=loaded.name)
                 width = probe[layer].shape[-1] if probe[layer].dim() == 4 else None
                 scan = job.scan(dn, loaded.transform, {layer: chosen}, lambda count: {"top": TopK.empty(count, 1)},
                                 job.settings(loaded, layers=[layer], channels={layer: chosen}, k=1),

@@ -22,7 +22,7 @@ from ...engine.features import FeatureExtractor
 from ...errors import DeconvError
 from ...fileio import check_writable_dir, save_figure_atomic, write_json_atomic
 from ...models import DEFAULT_MODEL, LoadedModel, resolve_model
-from ..occlusion.compute import mid_grey
+from ...models.describe import mid_grey
 from .compute import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_REPEATS,

@@ -30,7 +30,6 @@ exactly on an edge counts half on each side.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,8 +38,7 @@ from tqdm import tqdm
 
 from ...engine.validate import check_integer
 from ...errors import DeconvError
-from ...models import LoadedModel
-from ..modules import called_modules
+from ..common import called_modules
 
 BAND_EDGES = (1 / 8, 1 / 4)  # cycles per pixel: low | mid | high
 BAND_NAMES = ("low", "mid", "high")
@@ -212,10 +210,3 @@ def sort_order(spectra: FilterSpectra, sort: str) -> np.ndarray:
     return np.argsort(-np.nan_to_num(key, nan=-np.inf), kind="stable")
 
 
-def weights_label(loaded: LoadedModel, published: bool) -> str:
-    """'published weights', 'random weights' or 'weights <file>', for a figure's title."""
-    if loaded.weights == "random":
-        return "random weights"
-    if published or loaded.weights == "shipped" or loaded.weights.startswith("torchvision:"):
-        return "published weights"
-    return f"weights {Path(loaded.weights).name}"

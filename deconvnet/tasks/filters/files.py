@@ -23,6 +23,7 @@ from ...engine.validate import check_integer
 from ...errors import DeconvError
 from ...fileio import check_figure_path, save_figure_atomic, write_json_atomic, write_text_atomic
 from ...models import DEFAULT_MODEL, LoadedModel, resolve_model
+from ...models.describe import weights_label
 from .compute import (
     BAND_EDGES,
     BAND_NAMES,
@@ -34,7 +35,6 @@ from .compute import (
     filter_spectra,
     never_active,
     sort_order,
-    weights_label,
 )
 
 

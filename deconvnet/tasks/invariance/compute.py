@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from ...errors import DeconvError
 from ...models.transforms import ImageTransform
-from ..modules import called_modules
+from ..common import called_modules
 
 TRANSFORMS = ("translation", "scale", "rotation")
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {

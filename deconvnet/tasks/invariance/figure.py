@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from ...models import LoadedModel
+from ...models.describe import weights_label
 from ...render.figures import NotebookFigure, new_figure
-from ..filters.compute import weights_label
 from .compute import TRANSFORMS, UNITS, ImageCurves, class_name
 
 

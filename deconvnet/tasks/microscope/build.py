@@ -23,17 +23,17 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ...channels import ChannelSelection, ClassChannels, Strongest, channel_numbers, describe_count, select_channels
 from ...dataset.accumulators import Histograms, TopK
 from ...dataset.results import LayerResults
 from ...dataset.runner import Job, RunOptions
 from ...engine import Deconvnet
 from ...engine.relu import check_mode
-from ...engine.validate import check_channels, check_integer
+from ...engine.validate import check_integer
 from ...errors import DeconvError
 from ...fileio import write_json_atomic
-from ...models import LoadedModel
-from ..top9.compute import parse_channels
-from ..top9.sheets import folder_names
+from ...models import LoadedModel, class_index
+from ..common import folder_names
 from . import site, thumbnails
 from .labels import read_labels, selectivity
 
@@ -63,24 +63,23 @@ def default_layers(dn: Deconvnet) -> list[str]:
     return [layer.name for layer in dn.graph.layers if isinstance(layer.module, (nn.Conv2d, nn.Linear))]
 
 
-def _channels_of(channels: str | int | Sequence[int] | None, layer: str, count: int) -> list[int]:
-    """None or "all": every channel; an int n: the first n (for trials); else top9's spec ("0-15,40") or a list,
-    of which each layer takes the channels it has."""
-    if channels is None:
-        return list(range(count))
-    if isinstance(channels, int) and not isinstance(channels, bool):
-        return list(range(min(check_integer(channels, "channels", minimum=1), count)))
-    chosen = parse_channels(channels, 1 << 30) if isinstance(channels, str) else check_channels(list(channels), 1 << 30)  # type: ignore[arg-type]
-    present = [c for c in chosen if c < count]
+def _channels_of(channels: ChannelSelection, layer: str, count: int, loaded: LoadedModel) -> list[int]:
+    """The selection's channels that ``layer`` has: each layer of a site takes those of the listed
+    channels it has ("all": every one); a layer that has none of them is an error naming its count."""
+    chosen = channel_numbers(channels)
+    if chosen == "all" or isinstance(chosen, Strongest):
+        return select_channels(chosen, count, layer)  # Strongest: refused, naming the layer's count
+    if isinstance(chosen, ClassChannels):
+        chosen = [class_index(name, loaded.categories, loaded.name) for name in chosen.names]
+    present = sorted({c for c in chosen if c < count})
     if not present:
-        raise DeconvError(f"none of the channels {channels!r} exists in layer {layer}: it has {count} channels "
-                          f"(valid: 0-{count - 1})")
+        raise DeconvError(f"none of the channels {channels!r} exists in layer {layer}: {describe_count(count, layer)}")
     return present
 
 
 def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: Sequence[str] = ("deconvnet",),
                k: int = 9, labels=None, model: str | LoadedModel = "vgg16-hed", weights=None,
-               channels: str | int | Sequence[int] | None = None, batch_size: int = 8, workers: int = 2,
+               channels: ChannelSelection = "all", batch_size: int = 8, workers: int = 2,
                limit: int | None = None, device: str = "cpu", restart: bool = False, progress: bool = True,
                on_batch: Callable[[int], None] | None = None,
                on_unit: Callable[[str, int, str], None] | None = None) -> MicroscopeSummary:
@@ -88,8 +87,8 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
 
     ``layers`` is "all" (every convolution and fully connected layer) or names/aliases;
     ``modes`` the projection rules; ``labels`` a TSV file (``file<TAB>label``), else the
-    images' sub-folder names are their labels. ``channels`` is top9's channel spec ("all",
-    "0-15,40", a list) or n, the first n channels of each layer: a later build with more
+    images' sub-folder names are their labels. ``channels`` is a :data:`deconvnet.channels.ChannelSelection`
+    ("all", ``range(16)``, a list; each layer takes those it has): a later build with more
     channels (or layers, or modes) extends the site, computing only what is new. Under
     ``torchrun --nproc-per-node N`` the scan and the projections are split between the
     processes. ``on_batch(number)`` is called after each scanned batch, ``on_unit(layer,
@@ -98,6 +97,7 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
     >>> microscope("photos/", "site/", layers=["conv4_3"], modes=["deconvnet", "guided"])  # doctest: +SKIP
     """
     check_integer(k, "k", minimum=1)
+    channel_numbers(channels)  # its type, before the model loads
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
     if not modes:
@@ -142,7 +142,8 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
             tables, skipped_before = group.broadcast((tables, skipped_before))
             had = {n: [int(c) for c in chosen] for n, chosen in manifest.get("channels", {}).items()}
             site_channels = {n: sorted({*had.get(n, []), *(tables[n].channels if n in tables else []),
-                                        *(_channels_of(channels, n, probe[n].shape[1]) if n in requested else [])})
+                                        *(_channels_of(channels, n, probe[n].shape[1], loaded)
+                                          if n in requested else [])})
                              for n in site_layers}
             missing = {n: [c for c in site_channels[n] if n not in tables or c not in tables[n].channels]
                        for n in site_layers}

@@ -24,7 +24,7 @@ from ...dataset.images import open_image
 from ...dataset.results import Entry, LayerResults
 from ...engine import Deconvnet
 from ...fileio import save_image_atomic
-from ..top9.sheets import DISPLAY_PERCENTILE
+from ...render import DISPLAY_PERCENTILE
 
 CELL = 96  # side of a cell on a unit page, in pixels
 TILE = 48  # side of a tile half (projection or patch) on a layer page

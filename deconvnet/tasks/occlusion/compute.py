@@ -20,13 +20,11 @@ Box(top=..., left=..., height=48, width=48)
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -35,12 +33,12 @@ from ...engine.features import FeatureExtractor
 from ...engine.receptive import Box
 from ...engine.validate import check_channel, check_integer
 from ...errors import DeconvError
+from ...models.describe import mid_grey
 from ...models.transforms import ImageTransform
 
 DEFAULT_SIZE = 48  # pixels: about a fifth of a 224 input, the scale of an object part
 DEFAULT_STRIDE = 16  # 12 x 12 positions on a 224 input
 DEFAULT_BATCH_SIZE = 16
-GREY_RGB = 128
 
 
 # ------------------------------------------------------------------ geometry
@@ -134,17 +132,6 @@ class OcclusionResult:
     @property
     def most_affected_value(self) -> float:
         return float(self.map[self.most_affected_cell])
-
-
-def mid_grey(transform: ImageTransform) -> Tensor:
-    """The model-input value (3,) of a mid-grey pixel (RGB 128, 128, 128), through ``transform``.
-
-    >>> from deconvnet.models import IMAGENET_TRANSFORM
-    >>> mid_grey(IMAGENET_TRANSFORM)
-    tensor([0.0741, 0.2052, 0.4265])
-    """
-    pixel = Image.new("RGB", (1, 1), (GREY_RGB,) * 3)
-    return dataclasses.replace(transform, resize=None, crop=None)(pixel)[:, 0, 0]
 
 
 # ------------------------------------------------------------------ the maps

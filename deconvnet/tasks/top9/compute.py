@@ -46,19 +46,19 @@ the channels to render; a process that fails stops all of them with its error.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from ...channels import ChannelSelection, channel_numbers, select_channels
 from ...dataset.accumulators import TopK
 from ...dataset.results import LayerResults, ScanResults
 from ...dataset.runner import Job, RunOptions
 from ...engine import Deconvnet
 from ...engine.relu import check_mode
-from ...engine.validate import check_channels, check_integer
+from ...engine.validate import check_integer
 from ...errors import DeconvError
 from ...fileio import write_json_atomic
 from ...models import LoadedModel
@@ -81,36 +81,7 @@ class Top9Summary:
     reused: int = 0
 
 
-def parse_channels(spec: str, count: int) -> list[int]:
-    """Channels from "all" or a spec like "0-15,40" (ranges inclusive), sorted, each once.
-
-    >>> parse_channels("0-3,10,2", 64)
-    [0, 1, 2, 3, 10]
-    """
-    text = str(spec).strip()
-    if text.lower() == "all":
-        return list(range(count))
-    chosen: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise DeconvError(f"cannot read channel spec {spec!r} at {part.strip()!r}: expected 'all' or "
-                              f"numbers and ranges like '0-15,40' (valid channels: 0-{count - 1})")
-        low, high = int(match[1]), int(match[2] if match[2] is not None else match[1])
-        if high < low:
-            raise DeconvError(f"channel range {part.strip()!r} runs backwards: write it as '{high}-{low}'")
-        chosen.update(range(low, high + 1))
-    return check_channels(sorted(chosen, reverse=True), count)  # the highest bad channel is named
-
-
-def choose_channels(channels: str | Sequence[int], count: int) -> list[int]:
-    """A channel spec ("all", "0-15,40") or a list of channels, checked against a layer of ``count``."""
-    if isinstance(channels, str):
-        return parse_channels(channels, count)
-    return check_channels(channels, count)
-
-
-def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int] = "all", k: int = 9,
+def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection = "all", k: int = 9,
          model: str | LoadedModel = "vgg16-hed", weights=None, mode: str = "deconvnet", batch_size: int = 32,
          workers: int = 2, limit: int | None = None, device: str = "cpu", restart: bool = False,
          progress: bool = True, render: bool = True, on_batch: Callable[[int], None] | None = None) -> Top9Summary:
@@ -122,19 +93,24 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: str | Sequence[int
     lives on another device than ``device``, a copy is used. ``on_batch(number)`` is called
     after each scanned batch (before its checkpoint is written).
 
-    >>> top9("photos/", "out/", layers=["conv3_3"], channels="0-15")           # doctest: +SKIP
+    ``channels`` is a :data:`deconvnet.channels.ChannelSelection`: channel numbers
+    (``range(16)``), ``"all"`` or ``ClassChannels("tabby")`` at a classifier's output.
+
+    >>> top9("photos/", "out/", layers=["conv3_3"], channels=range(16))        # doctest: +SKIP
     """
     layers = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not layers:
         raise DeconvError("expected at least one layer, received none")
     check_integer(k, "k", minimum=1)
+    channel_numbers(channels)  # its type, before the model loads
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     check_mode(mode)
     job = Job(images, out_dir, options, progress=progress)
     loaded = job.model(model, weights)
     dn = Deconvnet(loaded.model)
     probe = dn.activations(torch.zeros(0, 3, *loaded.transform.input_size, device=job.device), layers)  # shapes only
-    chosen = {layer: choose_channels(channels, probe[layer].shape[1]) for layer in layers}
+    chosen = {layer: select_channels(channels, probe[layer].shape[1], layer, categories=loaded.categories,
+                                     model=loaded.name) for layer in layers}
     widths = {layer: probe[layer].shape[-1] if probe[layer].dim() == 4 else None for layer in layers}
     out = job.out
     with job.running():

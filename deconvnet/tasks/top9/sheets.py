@@ -26,14 +26,13 @@ from ... import render
 from ...dataset.images import open_image
 from ...dataset.results import ScanResults
 from ...engine import Deconvnet
-from ...engine.receptive import Box
 from ...fileio import save_image_atomic
 from ...models import LoadedModel
+from ..common import folder_names, project_channel
 from .gallery import write_gallery
 
 MOSAIC_CHANNELS = 64  # channels per layer mosaic (the first ones); every channel has its own sheet
 MOSAIC_SHEET_WIDTH = 480  # wider sheets are scaled down in the mosaic
-DISPLAY_PERCENTILE: float | None = 99.5  # |value| shown at full strength: this percentile (None: the maximum)
 _KEY = "deconvnet-top9"
 _TEMPORARY = re.compile(r"^\.(top9\.json|index\.html|\.top9-[\w.-]+|channel_\d+\.png|mosaic\.png)\.[0-9a-f]{8}\.tmp$")
 
@@ -53,38 +52,6 @@ class ImageCache:
             if len(self.items) > self.size:
                 self.items.popitem(last=False)
         return self.items[path]
-
-
-def project_channel(dn: Deconvnet, transform, x: torch.Tensor, layer: str, channel: int, positions, mode: str):
-    """Crops of the projections and image patches of ``channel`` at ``positions[i]`` in image ``x[i]``.
-
-    Returns (projections, patches, boxes, values): uint8 (h, w, 3) crops, the receptive-field
-    boxes, and the activation values the projections were seeded with.
-    """
-    units = [(i, channel, None if p is None else tuple(p)) for i, p in enumerate(positions)]
-    projection = dn.project_units(x, layer, units, mode=mode)
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    projections, patches, boxes = [], [], []
-    for i, unit in enumerate(projection.units):
-        box = dn.box(layer, unit.position, size)
-        crop = render.crop_with_padding(projection.maps[i].float().cpu(), box, fill=0)
-        projections.append(render.to_display(transform.as_rgb(crop), percentile=DISPLAY_PERCENTILE))
-        patches.append(render.crop_with_padding(transform.to_uint8(x[i]), box, fill=0))
-        boxes.append(Box(*box))
-    return projections, patches, boxes, [unit.value for unit in projection.units]
-
-
-def folder_names(layers) -> dict[str, str]:
-    """A distinct, safe folder name for each layer name (':' and '/' become '_')."""
-    names: dict[str, str] = {}
-    for layer in layers:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip("._") or "layer"
-        name, count = base, 1
-        while name in names.values():
-            count += 1
-            name = f"{base}-{count}"
-        names[layer] = name
-    return names
 
 
 def _stamp(key: str) -> PngImagePlugin.PngInfo:
@@ -122,7 +89,7 @@ def render_all(dn: Deconvnet, loaded: LoadedModel, device, results: ScanResults,
     keys = {}
     for layer, channel, entries in jobs:
         keys[layer, channel] = _hash(identity, loaded.transform.describe(), mode, layer, channel,
-                                     [e.to_json() for e in entries], DISPLAY_PERCENTILE)
+                                     [e.to_json() for e in entries], render.DISPLAY_PERCENTILE)
     with tqdm(total=len(mine), desc="render", unit="ch", dynamic_ncols=True,
               disable=not (progress and group.leader)) as bar:
         for layer, channel, entries in group.lockstep(mine, steps):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from ...channels import ClassChannels, Strongest
 from ...dataset.images import open_image
 from ...engine import Unit
 from ...engine.receptive import Box
@@ -67,7 +68,7 @@ def visualize(
     output: str | os.PathLike | None = None,
     *,
     layer: str,
-    channel: int | str | Sequence[int | str] | None = None,
+    channel: int | str | Sequence[int | str] | Strongest | ClassChannels | None = None,
     position: tuple[int, int] | None = None,
     mode: str | Sequence[str] | None = None,
     top: int = DEFAULT_TOP,
@@ -83,12 +84,18 @@ def visualize(
     differ). A list of channels, or None for the ``top`` channels with the strongest
     activation on this image: a grid, per channel its patch and projections. One
     forward pass per rule serves all the channels. At a classifier's output layer a
-    channel may be a class name ("tabby"). In Jupyter the result displays as the figure.
+    channel may be a class name ("tabby"). The selectors of :mod:`deconvnet.channels` work
+    too: ``Strongest(8)`` is ``top=8``, ``ClassChannels("tabby")`` the class names.
+    In Jupyter the result displays as the figure.
 
     >>> visualize("assets/cat.jpg", "cat.png", layer="conv5_3", channel=12)  # doctest: +SKIP
     >>> visualize("assets/cat.jpg", layer="conv5_3", mode="guided")          # doctest: +SKIP
     """
     modes = check_modes(mode)
+    if isinstance(channel, Strongest):
+        top, channel = channel.k, None
+    elif isinstance(channel, ClassChannels):
+        channel = list(channel.names)
     percentile = check_percentile(percentile)
     if output is not None:
         output = Path(output)

@@ -169,8 +169,9 @@ def test_layer_defaults_and_requirements(capsys):
 
 # ---------------------------------------------------------------- modes
 
-MANY_MODES = {"visualize": None, "microscope": ["deconvnet"], "sanity": ["deconvnet", "guided", "backprop"]}
-ONE_MODE = {"top9": "deconvnet", "evolution": "deconvnet"}
+MANY_MODES = {"visualize": None, "microscope": ["deconvnet"], "sanity": ["deconvnet", "guided", "backprop"],
+              "top9": ["deconvnet"]}
+ONE_MODE = {"evolution": "deconvnet"}
 
 
 @pytest.mark.parametrize("command", sorted(MANY_MODES))

@@ -429,3 +429,32 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(tiny, reference, images,
     (tmp_path / ".top9.lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": "?"}))
     top9(images[0], tmp_path, model=tiny.model(), render=False, **SETTINGS)
     assert _results(tmp_path) == reference[2] and not (tmp_path / ".top9.lock").exists()
+
+
+def _sheets(out: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(out).as_posix(): np.asarray(Image.open(p).convert("RGB"))
+            for p in sorted(out.glob("*/*.png"))}
+
+
+def test_several_modes_scan_once_and_write_what_each_single_mode_run_writes(tiny, reference, images, tmp_path):
+    batches: list[int] = []
+    alone: list[int] = []
+    both = top9(images[0], tmp_path / "both", model=tiny.model(), mode=["deconvnet", "guided"],
+                on_batch=batches.append, **SETTINGS)
+    guided = top9(images[0], tmp_path / "guided", model=tiny.model(), mode="guided", on_batch=alone.append,
+                  **SETTINGS)
+    single = {"deconvnet": reference[0], "guided": tmp_path / "guided"}
+    assert batches == alone == list(range(len(alone))) and alone  # one scan for both modes
+    assert both.results_paths == [tmp_path / "both" / mode / "top9.json" for mode in ("deconvnet", "guided")]
+    assert (both.rendered, both.reused) == (2 * reference[1].rendered, 0)
+    for mode, out in single.items():
+        assert json.loads((tmp_path / "both" / mode / "top9.json").read_text()) == _results(out)
+        mine, theirs = _sheets(tmp_path / "both" / mode), _sheets(out)
+        assert sorted(mine) == sorted(theirs) and len(mine) == 10 + 2  # 10 channel sheets, 2 mosaics
+        for name in theirs:
+            np.testing.assert_array_equal(mine[name], theirs[name], err_msg=f"{mode}/{name}")
+        assert (tmp_path / "both" / mode / "index.html").is_file()
+    deconvnet_sheets, guided_sheets = _sheets(reference[0]), _sheets(guided.out_dir)
+    assert any(not np.array_equal(deconvnet_sheets[n], guided_sheets[n]) for n in deconvnet_sheets)  # rules differ
+    assert not (tmp_path / "both" / "top9.json").exists()
+    _no_debris(tmp_path / "both")

@@ -16,7 +16,9 @@ def add_parser(commands) -> None:
     grammar.add_layer_option(parser, many=True, required=True)
     grammar.add_channel_option(parser, default="all", **grammar.DATASET_CHANNELS)
     parser.add_argument("--k", type=int, default=9, help="images per channel (default 9)")
-    grammar.add_mode_option(parser, many=False, default="deconvnet")
+    grammar.add_mode_option(parser, many=True, default=["deconvnet"],
+                            help="projection rules, comma-separated: deconvnet (default), guided, backprop; "
+                                 "several: one sheet per mode in OUT/<mode>/, from one scan")
     grammar.add_dataset_options(parser, batch_size=32, workers=2)
     parser.add_argument("--restart", action="store_true", help="discard a checkpoint from an earlier run")
     grammar.add_model_options(parser)
@@ -30,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
                    weights=args.weights, mode=args.mode, restart=args.restart,
                    **grammar.dataset_keywords(top9, args, "top9"))
     print(f"scanned {summary.images} images; rendered {summary.rendered} channels "
-          f"({summary.reused} already up to date); results in {summary.results_path}")
+          f"({summary.reused} already up to date); results in {', '.join(map(str, summary.results_paths))}")
     grammar.report_skipped(summary.skipped)
     return 0

@@ -79,11 +79,12 @@ class Top9Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     rendered: int = 0
     reused: int = 0
+    results_paths: list[Path] = field(default_factory=list)  # one per mode, in the order given
 
 
 def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection = "all", k: int = 9,
-         model: str | LoadedModel = "vgg16-hed", weights=None, mode: str = "deconvnet", batch_size: int = 32,
-         workers: int = 2, limit: int | None = None, device: str = "cpu", restart: bool = False,
+         model: str | LoadedModel = "vgg16-hed", weights=None, mode: str | Sequence[str] = "deconvnet",
+         batch_size: int = 32, workers: int = 2, limit: int | None = None, device: str = "cpu", restart: bool = False,
          progress: bool = True, render: bool = True, on_batch: Callable[[int], None] | None = None) -> Top9Summary:
     """Find each channel's k strongest images in ``images`` and render them into ``out_dir``.
 
@@ -95,6 +96,9 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection =
 
     ``channels`` is a :data:`deconvnet.channels.ChannelSelection`: channel numbers
     (``range(16)``), ``"all"`` or ``ClassChannels("tabby")`` at a classifier's output.
+    ``mode`` is one projection rule or several (``["deconvnet", "guided"]``): the scan runs
+    once, and each mode of several gets ``out_dir/<mode>/``, what a run of that mode alone
+    writes in ``out_dir`` (its ``top9.json``, sheets, mosaics and gallery).
 
     >>> top9("photos/", "out/", layers=["conv3_3"], channels=range(16))        # doctest: +SKIP
     """
@@ -104,7 +108,11 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection =
     check_integer(k, "k", minimum=1)
     channel_numbers(channels)  # its type, before the model loads
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
-    check_mode(mode)
+    modes = list(dict.fromkeys([mode] if isinstance(mode, str) else mode))
+    if not modes:
+        raise DeconvError("expected at least one mode (deconvnet, guided or backprop), received none")
+    for one in modes:
+        check_mode(one)
     job = Job(images, out_dir, options, progress=progress)
     loaded = job.model(model, weights)
     dn = Deconvnet(loaded.model)
@@ -113,23 +121,30 @@ def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection =
                                      model=loaded.name) for layer in layers}
     widths = {layer: probe[layer].shape[-1] if probe[layer].dim() == 4 else None for layer in layers}
     out = job.out
+    folders = {modes[0]: out} if len(modes) == 1 else {one: out / one for one in modes}
     with job.running():
         if job.group.leader:  # after the lock: it would delete another run's temporary files
-            sheets.remove_temporaries(out)
+            for folder in folders.values():
+                folder.mkdir(exist_ok=True)
+                sheets.remove_temporaries(folder)
         job.group.barrier()
         # What the scan depends on. Not the mode: it only changes the projections, drawn afterwards.
         settings = job.settings(loaded, layers=layers, channels=chosen, k=k)
         scan = job.scan(dn, loaded.transform, chosen, lambda count: {"top": TopK.empty(count, k)}, settings,
                         checkpoint=out / CHECKPOINT, record=out / RECORD, restart=restart, on_batch=on_batch)
         names = job.images.names
-        results = ScanResults(loaded.name, loaded.weights_sha256, mode, loaded.transform.describe(), scan.images,
-                              {layer: LayerResults(layer, scan.kept[layer]["top"].entries(chosen[layer], widths[layer],
-                                                                                          names))
-                               for layer in layers})
-        if job.group.leader:
-            write_json_atomic(out / RESULTS, results.to_json())
-        job.group.barrier()
+        tables = {layer: LayerResults(layer, scan.kept[layer]["top"].entries(chosen[layer], widths[layer], names))
+                  for layer in layers}
+        rendered = reused = 0
+        for one, folder in folders.items():  # the same entries, projected under each rule
+            results = ScanResults(loaded.name, loaded.weights_sha256, one, loaded.transform.describe(), scan.images,
+                                  tables)
+            if job.group.leader:
+                write_json_atomic(folder / RESULTS, results.to_json())
+            job.group.barrier()
+            drawn, kept = (sheets.render_all(dn, loaded, job.device, results, job.images.root, folder, one,
+                                             settings["weights"], job.group, progress) if render else (0, 0))
+            rendered, reused = rendered + drawn, reused + kept
         skipped = [(str(job.images.paths[index]), reason) for index, reason in scan.skipped] + job.images.others
-        rendered, reused = (sheets.render_all(dn, loaded, job.device, results, job.images.root, out, mode,
-                                              settings["weights"], job.group, progress) if render else (0, 0))
-        return Top9Summary(out, out / RESULTS, results.images, skipped, rendered, reused)
+        paths = [folder / RESULTS for folder in folders.values()]
+        return Top9Summary(out, paths[0], scan.images, skipped, rendered, reused, paths)

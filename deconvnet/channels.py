@@ -30,7 +30,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
-from .engine.validate import check_channels
 from .errors import DeconvError
 
 
@@ -137,9 +136,11 @@ def select_channels(channels: Any, count: int, layer: str | None = None, *,
         raise DeconvError(f"Strongest({chosen.k}) ranks channels on one image (deconvnet.visualize); over an image "
                           f"set give channel numbers: {describe_count(count, layer)}")
     if isinstance(chosen, ClassChannels):
-        from .models import class_index  # the labels' rule (case, ambiguity, close matches) lives with the models
+        from .models import class_index  # the labels' rule (case, ambiguity, close matches)
 
         chosen = [int(class_index(name, categories, model)) for name in chosen.names]
+    from .engine.validate import check_channels  # the one range check; loaded here so the CLI's parsing needs no torch
+
     checked = check_channels(sorted(set(chosen), reverse=True), count, layer)  # type: ignore[arg-type]
     return list(chosen) if ordered else checked  # type: ignore[arg-type]
 

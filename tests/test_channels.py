@@ -74,3 +74,11 @@ def test_a_task_refuses_an_int_before_the_model_loads(task, monkeypatch, tmp_pat
         run = lambda: call([tmp_path / "a.pt"], tmp_path, tmp_path / "out", layer="conv1", channels=5)  # noqa: E731
     with pytest.raises(TypeError, match=r"pass \[5\] for that channel or range\(5\) for the first 5"):
         run()
+
+
+def test_the_channel_type_loads_no_torch(run_python, tmp_path):
+    """The CLI's grammar builds selections while parsing, which must not wait for torch."""
+    script = tmp_path / "probe.py"
+    script.write_text("import sys, deconvnet.channels, deconvnet.cli.grammar\nprint('torch' in sys.modules)\n")
+    done = run_python(script)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

@@ -38,12 +38,13 @@ def add_parser(commands) -> None:
     grammar.add_model_options(parser)
 
 
-def _featurevis(args: argparse.Namespace) -> dict[str, int] | bool:
+def _featurevis_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """``featurevis=`` for the API (True, or the settings given) only when asked for: its default is none."""
     given = {name: getattr(args, f"featurevis_{name}") for name, _, _ in FEATUREVIS_OPTIONS
              if getattr(args, f"featurevis_{name}") is not None}
     if given and not args.featurevis:
         raise DeconvError(f"--featurevis-{next(iter(given))} needs --featurevis; add it, or leave the option out")
-    return given or args.featurevis
+    return {"featurevis": given or True} if args.featurevis else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     # Every channel is the API's default; a layer without some of the listed channels takes those it has.
     channels: dict[str, Any] = {} if args.channel.all else {"channels": grammar.dataset_channels(args.channel)}
     summary = microscope(args.images, args.output, layers=layers, modes=args.mode, k=args.k, labels=args.labels,
-                         model=args.model, weights=args.weights, restart=args.restart, featurevis=_featurevis(args),
-                         **channels,
+                         model=args.model, weights=args.weights, restart=args.restart, **channels,
+                         **_featurevis_keywords(args),
                          **grammar.dataset_keywords(microscope, args, "microscope"))
     optimized = f", optimized {grammar.count(summary.optimized, 'image')}" if args.featurevis else ""
     print(f"{grammar.count(len(summary.layers), 'layer')} over {grammar.count(summary.images, 'image')}: scanned "

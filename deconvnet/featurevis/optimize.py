@@ -133,7 +133,8 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
                           size: int = 128, steps: int = 256, lr: float = 0.05, param: str | nn.Module = "fourier",
                           diversity: float = 0.0, copies: int = 1, seed: int = 0, device: str = "cpu",
                           transform: Sequence[Transform] | None = None,
-                          progress: bool = False) -> FeatureVisualization:
+                          progress: bool = False,
+                          on_step: Callable[[int, int], None] | None = None) -> FeatureVisualization:
     """Optimize one image per channel of ``layer`` (times ``copies``) to maximize ``objective``.
 
     ``model``: a name (loaded here onto ``device``), a LoadedModel (its transform normalises the
@@ -146,7 +147,7 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
     depend only on (seed, channel, copy), not on the other channels of the call: channel 12 alone
     and channel 12 among 16 give the same image, up to the float rounding of batched kernels
     (about 1e-6 in float32; in float64, as a model in double precision runs, about 1e-12). The
-    image is made in the model's dtype.
+    image is made in the model's dtype. ``on_step(done, steps)`` is called after each step.
 
     Example:
         >>> fv = feature_visualization("vgg16-hed", "conv4_3", [12, 40], steps=128)  # doctest: +SKIP
@@ -186,8 +187,8 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
             except RuntimeError as error:
                 raise features._failure(x, layer, error) from error
 
-        for _ in tqdm(range(steps), desc=f"featurevis {layer}", unit="step", disable=not progress,
-                      dynamic_ncols=True):
+        for step in tqdm(range(steps), desc=f"featurevis {layer}", unit="step", disable=not progress,
+                         dynamic_ncols=True):
             activations = run(apply(steps_applied, image(), generator))  # (N, C, h, w) or (N, K)
             loss = -scores(activations, targets, objective).sum()  # a sum: each image's step ignores the others
             if diversity > 0:
@@ -195,6 +196,8 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
             for p, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
                 p.grad = grad
             optimizer.step()
+            if on_step is not None:
+                on_step(step + 1, steps)
         with torch.no_grad():
             rgb = image()
             final = scores(run(rgb), targets, objective)

@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from PIL import Image
@@ -131,7 +131,7 @@ def build(loaded: LoadedModel, data: Path, layers: dict[str, tuple[Path, list[in
         _write_record(data, settings, done)  # a record from other settings, or none yet
     if not batches:
         return 0
-    sizes = _sizes(loaded, {layer for layer, _ in batches}, settings.size)
+    sizes = image_sides(loaded, {layer for layer, _ in batches}, settings.size)
     made = 0
     with tqdm(total=sum(len(c) for _, c in batches), desc="featurevis", unit="unit", dynamic_ncols=True,
               disable=not (progress and group.leader), file=sys.stderr) as bar:
@@ -166,7 +166,7 @@ def shown(data: Path) -> tuple[str | None, DONE]:
         return None, {}
 
 
-def _sizes(loaded: LoadedModel, layers: set[str], size: int) -> dict[str, int]:
+def image_sides(loaded: LoadedModel, layers: Iterable[str], size: int) -> dict[str, int]:
     """Each layer's image side: ``size``, or the layer's minimum input when that is larger, or the model's
     own input side for a layer that takes no other (a fully connected layer after a flatten)."""
     parameter = next(loaded.model.parameters())

@@ -162,7 +162,7 @@ def _layer_page(layer: LayerInfo, modes: list[str], labelled: bool) -> str:
 <h1>{_e(layer.title)}</h1>
 <p class="meta">{_e(layer.kind)}, output {_e(layer.shape)}, receptive field {_e(layer.field)};
 {len(layer.units)} units, {dead} dead (never positive; marked red). Each tile: the best projection beside its
-image patch.</p>
+image patch{"; below, its feature visualization" if any(u.featurevis is not None for u in layer.units) else ""}.</p>
 <p class="controls">sort by <select id="sort"><option value="channel">channel</option>
 <option value="peak">peak activation</option>
 <option value="selectivity"{"" if labelled else " disabled"}>selectivity{"" if labelled else " (needs labels)"}</option>

@@ -8,8 +8,8 @@ weights and every setting it depends on::
     CACHE/<model>-<weights sha256, 16>/<layer>/<channel>.<objective>-<size>px-<steps>steps-seed<seed>.png
 
 so a later ask, in this server or the next, reads the file. The optimizations run one at a time
-on a thread of their own, on a copy of the model (the live view's worker keeps answering, and
-the two never share a module).
+on a thread of their own, on a copy of the model made when the server starts (the live view's
+worker keeps answering, and the two never share a module; ``--no-featurevis`` saves the copy's memory).
 
 Example:
     >>> jobs = FeaturevisJobs(load("vgg16-hed"), "cache/")       # doctest: +SKIP
@@ -59,8 +59,8 @@ class FeaturevisJobs:
                  *, queue_size: int = QUEUE) -> None:
         self.settings = settings or FeaturevisSettings()
         self.cache = Path(cache)
-        self._original = loaded
-        self._loaded: LoadedModel | None = None  # the copy, made on the first optimization
+        # A copy made now, before the live view's worker runs the model: the two threads never share a module.
+        self._loaded = dataclasses.replace(loaded, model=copy.deepcopy(loaded.model))
         self._folder = self.cache / f"{_safe(loaded.name)}-{model_identity(loaded)[:16]}"
         self._worker = ModelWorker(queue_size)
         self._lock = threading.Lock()
@@ -111,8 +111,6 @@ class FeaturevisJobs:
     def _make(self, layer: str, channel: int, path: Path, job: dict[str, Any]) -> None:
         if path.is_file():  # made meanwhile
             return
-        if self._loaded is None:
-            self._loaded = dataclasses.replace(self._original, model=copy.deepcopy(self._original.model))
         loaded = self._loaded
         device = str(next(loaded.model.parameters()).device)
         side = image_sides(loaded, [layer], self.settings.size)[layer]

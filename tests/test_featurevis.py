@@ -151,3 +151,20 @@ def test_the_command_exits_2_with_one_line(capsys, tmp_path, arguments, message)
     error = capsys.readouterr().err
     assert status == 2 and message in error and error.count("\n") == 1
     assert not (tmp_path / "fv.png").exists()
+
+
+def test_a_channel_gives_the_same_image_alone_and_in_a_batch():
+    # float64, so that the batched kernels' rounding (float32: ~1e-6) is far below the tolerance
+    net = _tiny().double()
+    options = dict(size=20, steps=6, lr=0.1, seed=11)
+    alone = feature_visualization(net, "2", [3], **options)
+    batch = feature_visualization(net, "2", [5, 0, 3, 1], **options)
+    assert alone.images.dtype == torch.float64
+    assert (alone.images[0] - batch.images[2]).abs().max() < 1e-10
+    assert (alone.images[0] - batch.images[0]).abs().max() > 1e-3  # another channel: another image
+    # copies of a channel stay together (the diversity term couples them) and keep their images too
+    options.update(copies=2, diversity=0.5)
+    pair = feature_visualization(net, "2", [3], **options)
+    pairs = feature_visualization(net, "2", [1, 3], **options)
+    assert (pair.images - pairs.images[2:]).abs().max() < 1e-10
+    assert (pair.images[0] - pair.images[1]).abs().max() > 1e-3

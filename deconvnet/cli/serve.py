@@ -54,6 +54,14 @@ def add_parser(commands) -> None:
                         help="largest decoded upload in pixels (default 40,000,000; Pillow's bomb guard stays on)")
     parser.add_argument("--queue", type=grammar.whole_number(1, "--queue"), default=8,
                         help="requests waiting for the model at most; more are refused with 429 (default 8)")
+    parser.add_argument("--featurevis-cache", metavar="DIR",
+                        help="where a clicked unit's feature visualization is kept (default: SITE/featurevis-cache "
+                             "with --site, else ~/.cache/deconvnet/featurevis)")
+    parser.add_argument("--featurevis-steps", type=grammar.whole_number(1, "--featurevis-steps"), default=256,
+                        help="its optimization steps (default 256)")
+    parser.add_argument("--featurevis-size", type=grammar.whole_number(1, "--featurevis-size"), default=128,
+                        help="its side in pixels (default 128)")
+    parser.add_argument("--no-featurevis", action="store_true", help="make no feature visualizations")
     grammar.add_model_options(parser)
 
 
@@ -79,15 +87,20 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load
     from ..serve.context import SiteContext
     from ..serve.explorer import Explorer
+    from ..serve.featurevis import FeaturevisJobs, default_cache
     from ..serve.server import LOCAL_HOSTS, App, serve
+    from ..tasks.microscope.featurevis import FeaturevisSettings
 
     loaded = load(args.model, weights=args.weights)
     compare = None if args.compare is None else load(args.model, weights=args.compare)
     site = None if args.site is None else SiteContext(args.site, model=loaded.name, identity=model_identity(loaded))
     explorer = Explorer(loaded, compare=compare, site=site, images=images, max_pixels=args.max_pixels,
                         photo_pattern="*" if args.images else "*.jpg")  # assets/: the photos, not the figures
+    featurevis = None if args.no_featurevis else FeaturevisJobs(
+        loaded, args.featurevis_cache or default_cache(args.site),
+        FeaturevisSettings(steps=args.featurevis_steps, size=args.featurevis_size))
     app = App(explorer, queue_size=max(1, args.queue), max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-              site=None if args.site is None else Path(args.site))
+              site=None if args.site is None else Path(args.site), featurevis=featurevis)
     if args.host not in LOCAL_HOSTS:
         print(f"warning: listening on {args.host}: anyone who can reach this port can run the model on this machine",
               file=sys.stderr)

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -44,6 +46,22 @@ def spectrum_scale(height: int, width: int, decay_power: float = 1.0) -> Tensor:
     return 1.0 / frequency.clamp(min=1.0 / max(height, width)) ** decay_power
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def initial(batch: int, shape: tuple[int, ...], generator: Generators) -> Tensor:
+    """``batch`` standard normal draws of ``shape`` times INIT_STD, on the CPU: (batch, *shape).
+
+    One generator draws the whole batch; a sequence of ``batch`` generators draws image ``i``
+    from ``generator[i]`` alone, so an image starts the same whichever images share its batch.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(batch, *shape, generator=generator) * INIT_STD
+    if len(generator) != batch:
+        raise ValueError(f"expected one generator per image ({batch}), received {len(generator)}")
+    return torch.stack([torch.randn(*shape, generator=one) for one in generator]) * INIT_STD
+
+
 def decorrelate_colour(x: Tensor) -> Tensor:
     """Decorrelated colour (N, 3, H, W) -> RGB: each pixel's 3-vector times ``COLOR_MATRIX``."""
     return torch.einsum("ij,njhw->nihw", COLOR_MATRIX.to(x), x)
@@ -58,13 +76,12 @@ class FourierImage(nn.Module):
     scale: Tensor  # (H, W//2+1), a buffer
 
     def __init__(self, batch: int, height: int, width: int, *, decay_power: float = 1.0,
-                 decorrelate: bool = True, generator: torch.Generator | None = None) -> None:
+                 decorrelate: bool = True, generator: Generators = None) -> None:
         super().__init__()
         self.size = (height, width)
         self.decorrelate = decorrelate
         # (N, 3, H, W//2+1, 2): real and imaginary parts, drawn on the CPU so a seed means the same on any device
-        init = torch.randn(batch, 3, height, width // 2 + 1, 2, generator=generator) * INIT_STD
-        self.spectrum = nn.Parameter(init)
+        self.spectrum = nn.Parameter(initial(batch, (3, height, width // 2 + 1, 2), generator))
         self.register_buffer("scale", spectrum_scale(height, width, decay_power).float(), persistent=False)
 
     def forward(self) -> Tensor:
@@ -84,13 +101,13 @@ class PixelImage(nn.Module):
     """
 
     def __init__(self, batch: int, height: int, width: int, *, decorrelate: bool = True,
-                 max_norm: float | None = None, generator: torch.Generator | None = None) -> None:
+                 max_norm: float | None = None, generator: Generators = None) -> None:
         super().__init__()
         if max_norm is not None and not max_norm > 0:
             raise ValueError(f"max_norm must be positive (or None for no bound), received {max_norm}")
         self.decorrelate = decorrelate
         self.max_norm = max_norm
-        self.pixels = nn.Parameter(torch.randn(batch, 3, height, width, generator=generator) * INIT_STD)
+        self.pixels = nn.Parameter(initial(batch, (3, height, width), generator))
 
     def forward(self) -> Tensor:
         x = decorrelate_colour(self.pixels) if self.decorrelate else self.pixels  # (N, 3, H, W)
@@ -103,8 +120,9 @@ class PixelImage(nn.Module):
 PARAMS = ("fourier", "pixel")
 
 
-def make_param(kind: str, batch: int, size: int, generator: torch.Generator) -> nn.Module:
-    """The parametrization called ``kind`` ("fourier" or "pixel") for ``batch`` images of ``size``."""
+def make_param(kind: str, batch: int, size: int, generator: Generators) -> nn.Module:
+    """The parametrization called ``kind`` ("fourier" or "pixel") for ``batch`` images of ``size``;
+    ``generator`` one for the batch, or one per image (see :func:`initial`)."""
     if kind == "fourier":
         return FourierImage(batch, size, size, generator=generator)
     if kind == "pixel":

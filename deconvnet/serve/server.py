@@ -24,6 +24,7 @@ from starlette.routing import Route
 from ..dataset.images import IMAGE_SUFFIXES
 from ..errors import DeconvError
 from .explorer import Explorer, as_channel, as_modes, as_position
+from .featurevis import FeaturevisJobs
 from .worker import Busy, ModelWorker, Superseded
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -66,8 +67,9 @@ class App:
     """The routes, bound to one Explorer and its worker."""
 
     def __init__(self, explorer: Explorer, *, queue_size: int = 8, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 site: Path | None = None) -> None:
+                 site: Path | None = None, featurevis: FeaturevisJobs | None = None) -> None:
         self.explorer = explorer
+        self.featurevis = featurevis
         self.worker = ModelWorker(queue_size)
         self.max_upload_bytes = max_upload_bytes
         self.site_root = None if site is None else Path(site).resolve()
@@ -78,11 +80,14 @@ class App:
             Route("/api/model", self.model), Route("/api/images", self.upload, methods=["POST"]),
             Route("/api/grid", self.grid), Route("/api/unit", self.unit), Route("/api/figure.png", self.figure),
             Route("/api/result/{token}.png", self.result),
+            Route("/api/featurevis", self.featurevis_state), Route("/api/featurevis.png", self.featurevis_image),
         ]
         self.app = Starlette(routes=routes)
 
     def close(self) -> None:
         self.worker.close()
+        if self.featurevis is not None:
+            self.featurevis.close()
         self.explorer.close()
 
     # -- running on the model's thread ----------------------------------------------------
@@ -150,7 +155,7 @@ class App:
 
     # -- the API --------------------------------------------------------------------------
     async def model(self, request: Request) -> Response:
-        return JSONResponse(self.explorer.describe())
+        return JSONResponse({**self.explorer.describe(), "featurevis": self.featurevis is not None})
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -241,6 +246,40 @@ class App:
         name = f"{arguments['layer']}_c{arguments['channel']}.png".replace("/", "_")
         return Response(answer, media_type="image/png",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    def _featurevis_unit(self, request: Request) -> tuple[FeaturevisJobs, str, int]:
+        if self.featurevis is None:
+            raise LookupError("this server makes no feature visualizations (started with --no-featurevis)")
+        query = request.query_params
+        layer = self.explorer.layer_name(query.get("layer") or self.explorer.default_layer)  # unknown: the valid ones
+        return self.featurevis, layer, as_channel(query.get("channel"))
+
+    async def featurevis_state(self, request: Request) -> Response:
+        """The unit's feature visualization: {"state": "done", "url"} or {"state": "running", "progress"} (202)."""
+        try:
+            jobs, layer, channel = self._featurevis_unit(request)
+            answer = await asyncio.to_thread(jobs.ask, layer, channel)
+        except LookupError as error:
+            return _error(404, str(error))
+        except Busy as error:
+            return _error(429, str(error))
+        except (DeconvError, ValueError, TypeError) as error:
+            return _error(400, str(error))
+        if answer["state"] != "done":
+            return JSONResponse(answer, status_code=202)
+        return JSONResponse({**answer, "url": f"/api/featurevis.png?layer={quote(layer)}&channel={channel}"})
+
+    async def featurevis_image(self, request: Request) -> Response:
+        try:
+            jobs, layer, channel = self._featurevis_unit(request)
+        except LookupError as error:
+            return _error(404, str(error))
+        except DeconvError as error:
+            return _error(400, str(error))
+        path = jobs.path(layer, channel)
+        if not path.is_file():
+            return _error(404, "this feature visualization is not made yet: ask /api/featurevis first")
+        return FileResponse(path, media_type="image/png")
 
     async def result(self, request: Request) -> Response:
         data = self.explorer.result(request.path_params["token"])

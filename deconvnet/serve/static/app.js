@@ -300,8 +300,44 @@
       }
       state.unitsShown += 1;
       $("unit").dataset.shown = state.unitsShown;
+      if (state.model.featurevis) showFeaturevis(unit.layer, unit.channel);
     } catch (error) {
       status(error.message, true);
+    }
+  }
+
+  // -- its feature visualization: made once on the server (progress polled), then read from its cache ----
+  async function showFeaturevis(layer, channel) {
+    const panel = $("featurevis"), wanted = layer + "/" + channel;
+    panel.dataset.unit = wanted;
+    const bar = element("progress", {id: "featurevis-progress", max: 1, value: 0});
+    const note = element("span", {className: "meta", textContent: " optimizing the input for channel " + channel + "…"});
+    panel.replaceChildren(element("h3", {textContent: "feature visualization"}), bar, note);
+    try {
+      for (;;) {
+        if (panel.dataset.unit !== wanted) return;  // another unit was picked meanwhile
+        const response = await fetch("/api/featurevis?" + query({layer: layer, channel: channel}));
+        const body = await response.json();
+        if (panel.dataset.unit !== wanted) return;
+        if (response.status === 429) {
+          note.textContent = " " + body.error;
+        } else if (!response.ok) {
+          throw new Error(body.error || response.statusText);
+        } else if (body.state === "done") {
+          panel.replaceChildren(element("h3", {textContent: "feature visualization"}),
+            figure(body.url, body.caption, "featurevis"));
+          panel.querySelector("img").id = "featurevis-image";
+          return;
+        } else {
+          bar.value = body.progress;
+          note.textContent = " optimizing the input for channel " + channel + ": " +
+            Math.round(100 * body.progress) + "%";
+        }
+        await new Promise((done) => setTimeout(done, 500));
+      }
+    } catch (error) {
+      if (panel.dataset.unit === wanted) panel.replaceChildren(element("p", {className: "meta",
+        textContent: "feature visualization: " + error.message}));
     }
   }
 

@@ -34,6 +34,7 @@ from ...errors import DeconvError
 from ...fileio import write_json_atomic
 from ...models import LoadedModel, class_index
 from ..common import folder_names
+from . import featurevis as pictures
 from . import site, thumbnails
 from .labels import read_labels, selectivity
 
@@ -55,6 +56,7 @@ class MicroscopeSummary:
     images: int
     scanned: list[str] = field(default_factory=list)  # layers scanned by this build
     projected: int = 0  # unit strips computed by this build
+    optimized: int = 0  # feature visualizations made by this build
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -82,7 +84,8 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
                channels: ChannelSelection = "all", batch_size: int = 8, workers: int = 2,
                limit: int | None = None, device: str = "cpu", restart: bool = False, progress: bool = True,
                on_batch: Callable[[int], None] | None = None,
-               on_unit: Callable[[str, int, str], None] | None = None) -> MicroscopeSummary:
+               on_unit: Callable[[str, int, str], None] | None = None,
+               featurevis: bool | pictures.FeaturevisSettings | dict | None = False) -> MicroscopeSummary:
     """Build (or extend) a static site of every unit of ``layers`` over ``images`` in ``site_dir``.
 
     ``layers`` is "all" (every convolution and fully connected layer) or names/aliases;
@@ -92,12 +95,18 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
     channels (or layers, or modes) extends the site, computing only what is new. Under
     ``torchrun --nproc-per-node N`` the scan and the projections are split between the
     processes. ``on_batch(number)`` is called after each scanned batch, ``on_unit(layer,
-    channel, mode)`` after each unit's strips are written. See deconvnet.tasks.microscope.
+    channel, mode)`` after each unit's strips are written. ``featurevis`` (True, or a
+    FeaturevisSettings or its dict: steps, size, seed, objective, batch) adds each unit's feature
+    visualization to its page and its layer's grid, batch by batch and resumable
+    (deconvnet.tasks.microscope.featurevis); a site's pictures stay on later builds without it.
+    See deconvnet.tasks.microscope.
 
     >>> microscope("photos/", "site/", layers=["conv4_3"], modes=["deconvnet", "guided"])  # doctest: +SKIP
+    >>> microscope("photos/", "site/", layers=["conv4_3"], featurevis={"steps": 128})    # doctest: +SKIP
     """
     check_integer(k, "k", minimum=1)
     channel_numbers(channels)  # its type, before the model loads
+    optimize = pictures.as_settings(featurevis)
     options = RunOptions(device=device, batch_size=batch_size, workers=workers, limit=limit)
     modes = list(dict.fromkeys([modes] if isinstance(modes, str) else modes))
     if not modes:
@@ -186,16 +195,22 @@ def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: 
                     active = {c for c, entries in tables[n].channels.items() if entries}
                     thumbnails.write_sprites(out / folder_of[n], list(tables[n].channels), active, mode)
             group.barrier()
+            if optimize is not None:
+                summary.optimized = pictures.build(
+                    loaded, data, {n: (out / folder_of[n], list(tables[n].channels)) for n in site_layers},
+                    optimize, str(job.device), progress, group=group)
             images_scored = len(names) - len(skipped)
             if group.leader:
+                caption, optimized = pictures.shown(data)
                 write_json_atomic(data / MANIFEST, {**_manifest(settings, site_layers, site_modes, folder_of,
                                                                 site_channels), "skipped": skipped})
                 write_json_atomic(data / RESULTS, _results(loaded, settings, site_modes, images_scored,
                                                            {n: tables[n] for n in site_layers}, labelled))
-                info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n]) for n in site_layers]
+                info = [_layer_info(dn, n, folder_of[n], probe[n], tables[n], optimized.get(n, {}))
+                        for n in site_layers]
                 site.write_site(out, model=loaded.name, identity=settings["weights"], transform=settings["transform"],
                                 images=images_scored, images_root=str(job.images.root), k=k, modes=site_modes,
-                                layers=info, labelled=bool(labelled))
+                                layers=info, labelled=bool(labelled), featurevis=caption)
             group.barrier()
             summary.images = images_scored
             summary.skipped = [(str(job.images.paths[i]), reason) for i, reason in skipped] + job.images.others
@@ -287,14 +302,16 @@ def _open_site(out: Path, settings: dict, restart: bool) -> dict:
     return {}
 
 
-def _layer_info(dn: Deconvnet, name: str, folder: str, probe: torch.Tensor, table: LayerResults) -> site.LayerInfo:
+def _layer_info(dn: Deconvnet, name: str, folder: str, probe: torch.Tensor, table: LayerResults,
+                optimized: dict[int, float]) -> site.LayerInfo:
     layer = dn.layer(name)
     field = dn.receptive_field(name)
     units = []
     for channel, entries in table.channels.items():
         peak = entries[0].value if entries else None
         units.append(site.UnitInfo(channel, entries, table.histograms.get(channel), peak,
-                                   peak is None or peak <= 0, selectivity([e.label for e in entries])))
+                                   peak is None or peak <= 0, selectivity([e.label for e in entries]),
+                                   optimized.get(channel)))
     return site.LayerInfo(name=name, alias=layer.alias, folder=folder, kind=layer.kind,
                           shape="x".join(map(str, probe.shape[1:])),
                           field="whole input" if field.size is None else f"{field.size[0]}x{field.size[1]}",

@@ -34,6 +34,7 @@ class UnitInfo:
     peak: float | None
     dead: bool  # never positive over the set
     selectivity: float | None  # share of the top-k with the most common label
+    featurevis: float | None = None  # the activation its feature visualization reaches (None: no picture)
 
 
 @dataclass
@@ -92,8 +93,11 @@ title="a layer (name or alias), or layer/channel"> <button>go</button> <span id=
 
 
 def write_site(out: Path, *, model: str, identity: str, transform: dict, images: int, images_root: str, k: int,
-               modes: list[str], layers: list[LayerInfo], labelled: bool) -> None:
-    """Write every page of the site (unchanged pages are left alone) and the shared script and stylesheet."""
+               modes: list[str], layers: list[LayerInfo], labelled: bool, featurevis: str | None = None) -> None:
+    """Write every page of the site (unchanged pages are left alone) and the shared script and stylesheet.
+
+    ``featurevis`` describes how the units' feature visualizations were made (None: the site has none).
+    """
     _write(out / "site.css", _CSS)
     table = {}
     for layer in layers:
@@ -111,7 +115,8 @@ def write_site(out: Path, *, model: str, identity: str, transform: dict, images:
         for i, unit in enumerate(layer.units):
             before = layer.units[i - 1].channel if i > 0 else None
             after = layer.units[i + 1].channel if i + 1 < len(layer.units) else None
-            _write(folder / f"{unit.channel}.html", _unit_page(layer, unit, before, after, modes, images, k))
+            _write(folder / f"{unit.channel}.html", _unit_page(layer, unit, before, after, modes, images, k,
+                                                               featurevis))
 
 
 def _index(model, identity, transform, images, images_root, k, modes, layers) -> str:
@@ -149,7 +154,7 @@ def _layer_page(layer: LayerInfo, modes: list[str], labelled: bool) -> str:
             f'data-peak="{"" if unit.peak is None else repr(unit.peak)}" '
             f'data-selectivity="{"" if unit.selectivity is None else repr(unit.selectivity)}" title="{_e(hint)}">'
             f'<i style="background-position:-{column * step}px -{row * thumbnails.TILE}px"></i>'
-            f"<b>{unit.channel}</b><small>{_number(unit.peak)}</small></a>")
+            + _tile_featurevis(unit) + f"<b>{unit.channel}</b><small>{_number(unit.peak)}</small></a>")
     switch = "".join(f'<label><input type="radio" name="mode" value="{_e(m)}"{" checked" if i == 0 else ""}> '
                      f"{_e(m)}</label> " for i, m in enumerate(modes))
     dead = sum(u.dead for u in layer.units)
@@ -157,7 +162,7 @@ def _layer_page(layer: LayerInfo, modes: list[str], labelled: bool) -> str:
 <h1>{_e(layer.title)}</h1>
 <p class="meta">{_e(layer.kind)}, output {_e(layer.shape)}, receptive field {_e(layer.field)};
 {len(layer.units)} units, {dead} dead (never positive; marked red). Each tile: the best projection beside its
-image patch.</p>
+image patch{"; below, its feature visualization" if any(u.featurevis is not None for u in layer.units) else ""}.</p>
 <p class="controls">sort by <select id="sort"><option value="channel">channel</option>
 <option value="peak">peak activation</option>
 <option value="selectivity"{"" if labelled else " disabled"}>selectivity{"" if labelled else " (needs labels)"}</option>
@@ -167,6 +172,21 @@ image patch.</p>
     # In the page itself, so the URL is relative to the page (in site.css it would be relative to the sheet).
     sprite = f"\n<style id=\"sprite\">.tile i {{ background-image: url('tiles.{quote(modes[0])}.jpg'); }}</style>"
     return _page(f"{layer.title}: microscope", "../", body, extra_head=sprite)
+
+
+def _tile_featurevis(unit: UnitInfo) -> str:
+    if unit.featurevis is None:
+        return ""
+    return (f'<img class="featurevis" src="img/{unit.channel}.featurevis.jpg" width="{thumbnails.TILE}" '
+            f'height="{thumbnails.TILE}" alt="feature visualization of {unit.channel}" loading="lazy">')
+
+
+def _featurevis_section(unit: UnitInfo, how: str | None) -> str:
+    if unit.featurevis is None or how is None:
+        return ""
+    return (f'<h2>Feature visualization</h2>\n<figure class="featurevis"><img src="img/{unit.channel}.featurevis.jpg" '
+            f'alt="feature visualization of channel {unit.channel}"><figcaption>{_e(how)}; it reaches '
+            f'<span class="value">{unit.featurevis:.4g}</span></figcaption></figure>\n')
 
 
 def _histogram(unit: UnitInfo, images: int, k: int) -> str:
@@ -201,7 +221,7 @@ def _histogram(unit: UnitInfo, images: int, k: int) -> str:
 
 
 def _unit_page(layer: LayerInfo, unit: UnitInfo, before: int | None, after: int | None, modes: list[str],
-               images: int, k: int) -> str:
+               images: int, k: int, featurevis: str | None = None) -> str:
     cell = thumbnails.CELL
     figures = []
     for i, entry in enumerate(unit.entries):
@@ -236,7 +256,7 @@ Keys: ← → previous and next unit, u up to the layer.</p>
 <p class="meta">Each entry, left to right: {_e(columns)}; then the image, its label, the unit's position (y, x) in
 the layer's map, and the activation.</p>
 <div class="entries">{"".join(figures) or "<p>No image activates this unit.</p>"}</div>
-<h2>Per-image maximum</h2>
+{_featurevis_section(unit, featurevis)}<h2>Per-image maximum</h2>
 {_histogram(unit, images, k)}"""
     return _page(f"{layer.alias or layer.name}/{unit.channel}: microscope", "../", body)
 
@@ -258,6 +278,8 @@ img.mosaic { width: 96px; height: 96px; image-rendering: pixelated; }
   font-size: 11px; background: #fff; }
 .tile i { display: block; width: 96px; height: 48px; background-color: #888; }
 .tile b { margin: 0 .3em; } .tile small { color: #666; float: right; margin-right: .3em; }
+.tile img.featurevis { display: block; float: left; margin-right: .3em; }
+figure.featurevis { margin: 0; } figure.featurevis img { width: 192px; height: 192px; }
 .tile.dead { border-color: #c33; } .tile.dead b { color: #c33; }
 .tiles.hide-dead .tile.dead { display: none; }
 .entries { display: flex; flex-wrap: wrap; gap: 10px; }

@@ -19,6 +19,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .engine import drawing as _drawing
 from .errors import DeconvError
 
 if TYPE_CHECKING:  # the names below, for type checkers and editors
@@ -46,6 +47,10 @@ __all__ = [
     "Projection", "ReceptiveField", "Unit", "ZFNet", "feature_visualization", "load", "load_model", "visualize",
 ]
 __version__ = "0.1.0"
+
+# Projection.to_image() and .show() draw with deconvnet.render: the engine declares the slot and
+# the package fills it here (the engine names nothing above it), loading the renderer on first use.
+_drawing.register_renderer(lambda: import_module(".render", __name__))
 
 
 def __getattr__(name: str) -> Any:

@@ -50,7 +50,8 @@ from pathlib import Path
 import torch
 
 import deconvnet
-from deconvnet.dataset.images import list_images, open_image
+from deconvnet.dataset.images import open_image
+from deconvnet.dataset.imageset import expand
 from machine import describe, machine  # scripts/machine.py
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/imagenet-samples"
@@ -105,7 +106,7 @@ class TodaysEngine:
 def image_paths(count: int, workdir: Path) -> list[Path]:
     """Real photos when the shared folder exists, else generated ones (repeating as needed)."""
     if SAMPLES.is_dir():
-        paths = list_images(SAMPLES)
+        paths = expand(SAMPLES)
     else:
         generator = torch.Generator().manual_seed(0)
         paths = []

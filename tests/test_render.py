@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+from deconvnet.errors import DeconvError
 from deconvnet.render import (
     channel_sheet,
     channels_figure,
@@ -373,12 +373,22 @@ def test_the_tasks_compute_and_write_modules_load_no_matplotlib():
 
 
 def test_projection_image_and_figure_are_where_the_engine_looks_for_them():
-    from deconvnet.engine.deconvnet import RENDERER
+    from deconvnet.engine import drawing
     from deconvnet.render import figures, pictures
 
-    renderer = importlib.import_module(RENDERER)
+    renderer = drawing.renderer()  # registered by deconvnet/__init__.py
     assert renderer.projection_image is pictures.projection_image
     assert renderer.projection_figure is figures.projection_figure
+
+
+def test_a_projection_with_no_renderer_registered_says_how_to_get_one(monkeypatch):
+    from deconvnet.engine import drawing
+    from deconvnet.engine.deconvnet import Projection
+
+    monkeypatch.setattr(drawing, "_loader", None)
+    projection = Projection(torch.zeros(1, 3, 4, 4), [], None)  # type: ignore[arg-type]
+    with pytest.raises(DeconvError, match="needs deconvnet.render.*import deconvnet"):
+        projection.to_image()
 
 
 # ------------------------------------------------ the figure and outline helpers

@@ -33,7 +33,8 @@ except ImportError as missing:  # the extra is in .[test]: CI must have it
     pytest.skip(f"{missing}: pip install -e '.[test]' to test deconv serve", allow_module_level=True)
 
 from deconvnet.cli import serve as serve_command  # noqa: E402
-from deconvnet.dataset.images import list_images, open_image  # noqa: E402
+from deconvnet.dataset.images import open_image  # noqa: E402
+from deconvnet.dataset.imageset import expand  # noqa: E402
 from deconvnet.dataset.runner import model_identity  # noqa: E402
 from deconvnet.engine import Deconvnet, FeatureExtractor  # noqa: E402
 from deconvnet.render import crop_with_padding, to_display  # noqa: E402
@@ -197,7 +198,7 @@ def test_the_site_context_places_this_image_among_the_sites_images(client, photo
     loaded = tiny_model(head=True)
     maxima = []
     with FeatureExtractor(loaded.model) as features:
-        for path in list_images(photos):
+        for path in expand(photos):
             try:
                 x = loaded.transform(open_image(path))[None]
             except ValueError:

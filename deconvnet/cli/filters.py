@@ -8,7 +8,6 @@ JSON of all numbers and a CSV of the mean radial spectrum.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from . import grammar
 
@@ -37,13 +36,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset.images import list_images
+    from ..dataset.imageset import expand
     from ..tasks.filters import filters
 
-    images: list[Path] = []
-    for item in args.images:
-        path = Path(item)
-        images.extend(list_images(path) if path.is_dir() or path.suffix.lower() in (".txt", ".tsv") else [path])
+    images = expand(args.images)
     if args.images and not images:
         raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
     output = grammar.figure_output(

@@ -10,7 +10,6 @@ the original's norm) and the probability of the image's class. Writes the figure
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from . import grammar
 
@@ -40,18 +39,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset.images import IMAGE_SUFFIXES, list_images
-    from ..tasks.invariance import invariance, parse_grid, read_image_list
+    from ..dataset.imageset import expand_labelled
+    from ..tasks.invariance import invariance, parse_grid
 
-    entries: list = []
-    for item in args.images:
-        path = Path(item)
-        if path.is_dir():
-            entries.extend(list_images(path))
-        elif path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-            entries.extend(read_image_list(path))
-        else:
-            entries.append(path)
+    entries = expand_labelled(args.images)  # a list file's line may name the image's class after a TAB
     if not entries:
         raise FileNotFoundError(f"no images found in {', '.join(args.images)}")
     grids = {"translation": parse_grid(args.translations), "scale": parse_grid(args.scales),

@@ -11,10 +11,10 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DeconvError
+from ..models.transforms import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -73,29 +73,3 @@ def _declared_pixels(path: Path) -> int | None:
         return None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """8-bit RGB; transparency is composed onto white, 16/32-bit gray is scaled to 0..255."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")
-
-
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """Image files below a folder (recursively, sorted), the paths a list file names, or an image itself.
-
-    The package's one expander (:func:`deconvnet.dataset.imageset.expand`) for a single source.
-    """
-    from .imageset import expand
-
-    return expand(root)

@@ -2,7 +2,8 @@
 
 One expander turns "files, folders or list files" into image paths for the whole package:
 a folder gives the image files below it (recursively, sorted), a text file gives the paths
-on its lines (relative to its folder; blank lines and '#' comments skipped), and any other
+on its lines (relative to its folder; blank lines and '#' comments skipped; what follows a TAB
+on a line is the image's label, which ``deconv invariance`` reads as its class), and any other
 file is an image of its own. A file is read as a list only when it is text: a JPEG passed
 where a folder was expected is one image, never a list of garbled lines.
 """
@@ -51,40 +52,71 @@ def is_list_file(path: Path) -> bool:
     return True
 
 
-def read_list(path: Path) -> list[Path]:
-    """The paths a list file names, relative paths taken from its folder.
+def read_entries(path: Path) -> list[tuple[Path, str | None]]:
+    """The (path, label) lines of a list file: ``path`` or ``path<TAB>label``; relative paths from its folder.
 
-    >>> read_list(Path("images.txt"))                                      # doctest: +SKIP
-    [PosixPath('cats/a.jpg'), PosixPath('/data/b.jpg')]
+    Blank lines and lines starting with '#' are skipped; the label (a class name or index for
+    ``deconv invariance``) is None when the line has none.
+
+    >>> read_entries(Path("images.tsv"))                                   # doctest: +SKIP
+    [(PosixPath('cats/a.jpg'), 'tabby'), (PosixPath('/data/b.jpg'), None)]
     """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise DeconvError(f"{path} is neither an image nor a list file: expected a folder of images, an image, "
                           "or a UTF-8 text file with one path per line") from None
-    lines = [line.strip() for line in text.splitlines()]
-    return [Path(line) if Path(line).is_absolute() else path.parent / line
-            for line in lines if line and not line.startswith("#")]
+    entries = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, label = line.partition("\t")
+        listed = Path(name.strip())
+        entries.append((listed if listed.is_absolute() else path.parent / listed, label.strip() or None))
+    return entries
+
+
+def read_list(path: Path) -> list[Path]:
+    """The paths a list file names (:func:`read_entries` without the labels).
+
+    >>> read_list(Path("images.txt"))                                      # doctest: +SKIP
+    [PosixPath('cats/a.jpg'), PosixPath('/data/b.jpg')]
+    """
+    return [listed for listed, _ in read_entries(path)]
+
+
+def expand_labelled(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+    """:func:`expand` with each image's label from its list file's line (None for the others).
+
+    >>> expand_labelled(["labelled.tsv", "cat.jpg"])                       # doctest: +SKIP
+    [(PosixPath('a.jpg'), 'tabby'), (PosixPath('cat.jpg'), None)]
+    """
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    found: dict[Path, str | None] = {}
+    entries: list[tuple[Path, str | None]]
+    for item in map(Path, items):
+        if item.is_dir():
+            entries = [(p, None) for p in sorted(item.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        elif item.is_file() and is_list_file(item):
+            entries = [(p, label) for listed, label in read_entries(item)
+                       for p in (expand(listed) if listed.is_dir() else [listed])]
+        elif item.exists():
+            entries = [(item, None)]
+        else:
+            raise FileNotFoundError(f"no image folder or list file at {item} (nor an image file)")
+        for path, label in entries:
+            found.setdefault(path, label)
+    return list(found.items())
 
 
 def expand(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Image paths from files, folders or list files (each path once, in the order given).
 
+    The package's one rule for "images": every command that takes images reads them here.
+
     >>> expand(["photos/", "more.txt", "cat.jpg"])                         # doctest: +SKIP
     """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    found: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file() and is_list_file(item):
-            found += [p for listed in read_list(item)
-                      for p in (expand(listed) if listed.is_dir() else [listed])]
-        elif item.exists():
-            found.append(item)
-        else:
-            raise FileNotFoundError(f"no image folder or list file at {item} (nor an image file)")
-    return list(dict.fromkeys(found))
+    return [path for path, _ in expand_labelled(sources)]
 
 
 @dataclass

@@ -20,11 +20,34 @@ built on it, and it imports nothing from the rest of the package but ``deconvnet
 - ``cones``: each backward row carried over its unit's cone (a box per layer) only.
 - ``coneforward``: the forward pass over a unit's cone only, recording per-row switches and masks.
 - ``deconvnet``: ``Deconvnet``, ``Projection`` and ``Unit``, which put them together.
+- ``drawing``: the slot through which a Projection draws itself (filled by ``deconvnet/__init__.py``).
+
+The names below load their module (and torch) on first use, so ``deconvnet.engine.drawing``
+can be imported by ``import deconvnet`` without torch.
 """
 
-from .deconvnet import Deconvnet, Projection, Unit
-from .features import FeatureExtractor
-from .receptive import Box, ReceptiveField
-from .relu import MODES
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, for type checkers and editors
+    from .deconvnet import Deconvnet, Projection, Unit
+    from .features import FeatureExtractor
+    from .receptive import Box, ReceptiveField
+    from .relu import MODES
+
+# public name -> the module that defines it
+_LAZY = {"Deconvnet": "deconvnet", "Projection": "deconvnet", "Unit": "deconvnet", "FeatureExtractor": "features",
+         "Box": "receptive", "ReceptiveField": "receptive", "MODES": "relu"}
 
 __all__ = ["MODES", "Box", "Deconvnet", "FeatureExtractor", "Projection", "ReceptiveField", "Unit"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deconvnet.engine' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

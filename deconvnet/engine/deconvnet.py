@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import DeconvError
+from . import drawing
 from .backward import backward
 from .coneforward import cone_record
 from .cones import Boxed, ConePlan
@@ -38,7 +38,6 @@ BACKWARD_CHUNK = 16  # units carried down together over whole maps
 # alone; conv5_3 51 ms alone, 68 in pairs, 94 in sixteens).
 CONE_CHUNK, CONE_CHUNK_PIXELS = 4, 8192
 WINDOW_CHUNK = 8  # input windows run forward together
-RENDERER = "deconvnet.render"  # draws Projection.to_image() and .show()
 
 
 class Unit(NamedTuple):
@@ -58,15 +57,15 @@ class Projection:
     units: list[Unit]
     layer: Layer
 
-    # For notebooks. Drawing is not the engine's: the renderer is loaded by name only when a
-    # picture is asked for, so the engine imports nothing above it (and no PIL or matplotlib).
+    # For notebooks. Drawing is not the engine's: the renderer is the one the package registered
+    # in engine/drawing.py, loaded only when a picture is asked for (no PIL or matplotlib before).
     def to_image(self, index: int | None = None, **options: Any) -> Any:
         """A PIL image of ``maps[index]`` or of all maps (options: transform, percentile)."""
-        return import_module(RENDERER).projection_image(self, index, **options)
+        return drawing.renderer().projection_image(self, index, **options)
 
     def show(self, **options: Any) -> Any:
         """A matplotlib Figure of all maps, each titled by its unit; Jupyter displays it inline."""
-        return import_module(RENDERER).projection_figure(self, **options)
+        return drawing.renderer().projection_figure(self, **options)
 
     def _repr_png_(self) -> bytes:
         return self.show()._repr_png_()

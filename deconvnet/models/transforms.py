@@ -10,8 +10,6 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor
 
-from ..dataset.images import to_rgb
-
 # How each library resamples, by filter name (PIL's, and torchvision's InterpolationMode values).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 RESAMPLERS = ("pil", "tensor")
@@ -19,6 +17,23 @@ CROP_ROUNDINGS = ("round", "floor")
 # The fields added after the first release, with the values that keep the old behaviour: describe()
 # leaves them out at these values, so the records (and cache keys) of existing runs stay the same.
 _LATER_DEFAULTS = {"resize_to": None, "interpolation": "bilinear", "resampler": "pil", "crop_rounding": "round"}
+
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB; transparency is composed onto white, 16/32-bit gray is scaled to 0..255."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)

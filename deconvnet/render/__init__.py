@@ -8,7 +8,7 @@
 The names of both are importable from here and load their module on first use, so
 ``from deconvnet.render import crop_with_padding`` draws a crop without matplotlib.
 ``Projection.to_image()`` and ``.show()`` find ``projection_image`` and
-``projection_figure`` here (``deconvnet.engine.deconvnet.RENDERER``).
+``projection_figure`` here (``deconvnet/__init__.py`` registers this package in ``deconvnet.engine.drawing``).
 
 Example:
     >>> import torch

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..channels import channel_numbers
-from ..dataset.images import UnreadableImage, list_images, open_image
+from ..dataset.images import UnreadableImage, open_image
+from ..dataset.imageset import expand
 from ..engine import Deconvnet
 from ..errors import DeconvError
 from ..models import LoadedModel
@@ -200,7 +201,7 @@ class Explorer:
         """The photos of the images folder, as paths relative to it."""
         if self.images_root is None:
             return []
-        return [path.relative_to(self.images_root).as_posix() for path in list_images(self.images_root)
+        return [path.relative_to(self.images_root).as_posix() for path in expand(self.images_root)
                 if path.resolve().is_relative_to(self.images_root) and fnmatch(path.name, self.photo_pattern)]
 
     def add_image(self, data: bytes, name: str = "upload") -> Input:

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ...dataset.images import open_image
+from ...dataset.imageset import read_entries
 from ...errors import DeconvError
 from ...fileio import check_figure_path, save_figure_atomic, write_json_atomic, write_text_atomic
 from ...models import DEFAULT_MODEL, LoadedModel, class_index, resolve_model
@@ -54,13 +55,7 @@ class InvarianceReport:
 def read_image_list(path: str | os.PathLike) -> list[tuple[Path, str | None]]:
     """Lines ``path`` or ``path<TAB>class`` (a name or index); relative paths are from the file's folder."""
     path = Path(path)
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        image, _, label = line.partition("\t")
-        image_path = Path(image.strip())
-        rows.append((image_path if image_path.is_absolute() else path.parent / image_path, label.strip() or None))
+    rows = read_entries(path)  # the package's one reading of a list file
     if not rows:
         raise DeconvError(f"the list file {path} names no images (one path per line, optionally TAB and a class)")
     return rows

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ...dataset.images import IMAGE_SUFFIXES, UnreadableImage, list_images, open_image
+from ...dataset.images import UnreadableImage, open_image
+from ...dataset.imageset import expand
 from ...engine.relu import MODES
 from ...engine.validate import check_integer
 from ...errors import DeconvError
@@ -31,17 +32,6 @@ class SanityReport:
     result: SanityResult
     outputs: list[Path]  # the figures and the JSON written
     skipped: list[tuple[str, str]]  # (path, reason) of files that could not be read
-
-
-def _image_paths(images: Sequence[str | os.PathLike]) -> list[Path]:
-    paths: list[Path] = []
-    for item in images:
-        item = Path(item)
-        if item.is_dir() or (item.is_file() and item.suffix.lower() not in IMAGE_SUFFIXES):
-            paths.extend(list_images(item))  # a folder, or a text file listing images
-        else:
-            paths.append(item)
-    return paths
 
 
 def sanity(
@@ -73,7 +63,7 @@ def sanity(
     out = check_writable_dir(out)  # fail before the work, not after it
     if limit is not None:
         limit = check_integer(limit, "limit", minimum=1, meaning="how many images to use")
-    paths = _image_paths(images)
+    paths = expand(images)
     if not paths:
         raise DeconvError(f"no images found in {', '.join(map(str, images))}")
     loaded = resolve_model(model, weights)

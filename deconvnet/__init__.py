@@ -17,9 +17,10 @@ functions that draw.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .engine import drawing as _drawing
+from .engine.lazy import lazy_names
 from .errors import DeconvError
 
 if TYPE_CHECKING:  # the names below, for type checkers and editors
@@ -53,13 +54,7 @@ __version__ = "0.1.0"
 _drawing.register_renderer(lambda: import_module(".render", __name__))
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'deconvnet' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -28,8 +28,9 @@ can be imported by ``import deconvnet`` without torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 if TYPE_CHECKING:  # the names below, for type checkers and editors
     from .deconvnet import Deconvnet, Projection, Unit
@@ -44,10 +45,4 @@ _LAZY = {"Deconvnet": "deconvnet", "Projection": "deconvnet", "Unit": "deconvnet
 __all__ = ["MODES", "Box", "Deconvnet", "FeatureExtractor", "Projection", "ReceptiveField", "Unit"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'deconvnet.engine' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import deconvnet.cli
 from deconvnet.cli import COMMANDS, build_parser, main
 from deconvnet.cli.grammar import Channels, figure_output
 from deconvnet.errors import DeconvError
@@ -48,6 +49,11 @@ def without(argv: list[str], option: str) -> list[str]:
 
 def parse(command: str, *argv: str, drop: str = ""):
     return build_parser().parse_args([command, *without(REQUIRED[command], drop), *argv])
+
+
+def command_parser(command: str):
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return subparsers.choices[command]
 
 
 def refused(capsys, command: str, *argv: str, drop: str = "") -> str:
@@ -205,7 +211,9 @@ def test_bad_modes(command, form, fact, capsys):
 # ---------------------------------------------------------------- numbers, devices, models
 
 DATASET = ["top9", "microscope", "evolution", "sanity"]
+RUNNER = ["top9", "microscope", "evolution"]  # the dataset runner's commands: sanity has no --workers nor --device
 BATCHED = [*DATASET, "occlusion", "filters", "correspondence"]
+IMAGE_COMMANDS = {"top9": 0, "microscope": 0, "evolution": 1, "sanity": 0, "invariance": 0, "filters": None}
 
 
 @pytest.mark.parametrize("command", BATCHED)
@@ -216,7 +224,7 @@ def test_batch_size(command, capsys):
             capsys, command, f"--batch-size={bad}")
 
 
-@pytest.mark.parametrize("command", DATASET)
+@pytest.mark.parametrize("command", RUNNER)
 def test_workers_limit_and_device(command, capsys):
     args = parse(command, "--workers", "0", "--limit", "5", "--device", "cuda:1")
     assert (args.workers, args.limit, args.device) == (0, 5, "cuda:1")
@@ -232,8 +240,45 @@ def test_workers_limit_and_device(command, capsys):
 
 def test_dataset_defaults():
     assert [parse(c).batch_size for c in DATASET] == [32, 8, 32, 8]
-    assert [parse(c).workers for c in DATASET] == [2, 2, 0, 0]
+    assert [parse(c).workers for c in RUNNER] == [2, 2, 0]
     assert [parse(c).limit for c in DATASET] == [None, None, None, 16]
+
+
+def test_sanity_offers_no_workers_and_no_device(capsys):
+    """It decodes its first 16 images in this process and computes on the CPU, so it does not advertise either."""
+    help_text = command_parser("sanity").format_help()
+    assert "--workers" not in help_text and "--device" not in help_text and "--limit" in help_text
+    for option in ("--workers", "--device"):
+        assert "unrecognized arguments" in refused(capsys, "sanity", option, "1")
+
+
+@pytest.mark.parametrize("command", ["top9", "microscope"])
+def test_k_is_a_whole_number_from_one(command, capsys):
+    assert parse(command).k == 9 and parse(command, "--k", "3").k == 3
+    for bad in ("0", "-2", "x", "1.5"):
+        assert f"--k must be a whole number of at least 1, received '{bad}'" in refused(capsys, command, f"--k={bad}")
+
+
+@pytest.mark.parametrize("command", sorted(IMAGE_COMMANDS))
+def test_every_image_command_takes_several_files_folders_and_list_files(command):
+    at = IMAGE_COMMANDS[command]
+    argv = list(REQUIRED[command])
+    if at is not None:
+        del argv[at]
+    sources = ["photos/", "more.txt", "cat.jpg"]
+    args = build_parser().parse_args([command, *argv[:at], *sources, *argv[at:]] if at is not None
+                                     else [command, *argv, *sources])
+    assert args.images == sources
+
+
+def test_the_positional_images_are_declared_once():
+    """One declaration (cli/grammar.py), so every image command reads the same forms with the same help."""
+    cli = Path(deconvnet.cli.__file__).parent
+    declarations = {path.name: path.read_text().count('add_argument("images"') for path in cli.glob("*.py")}
+    assert {name: n for name, n in declarations.items() if n} == {"grammar.py": 1}
+    for command in IMAGE_COMMANDS:
+        (images,) = [action for action in command_parser(command)._actions if action.dest == "images"]
+        assert "list files" in images.help and images.metavar == "IMAGES"
 
 
 @pytest.mark.parametrize("text, value", [("99.5", 99.5), ("1e-3", 0.001), ("100", None)])
@@ -318,14 +363,19 @@ def _replace(command: str, monkeypatch, *keywords: str) -> list[dict]:
 
 @pytest.mark.parametrize("command", DATASET)
 def test_dataset_options_are_passed_as_keywords(command, monkeypatch, capsys):
-    calls = _replace(command, monkeypatch, "device", "batch_size", "workers", "limit")
-    argv = [command, *REQUIRED[command], "--device", "cuda:0", "--batch-size", "3", "--workers", "1", "--limit", "4"]
+    keywords = ["batch_size", "limit"] if command == "sanity" else ["device", "batch_size", "workers", "limit"]
+    calls = _replace(command, monkeypatch, *keywords)
+    given = {"device": ["--device", "cuda:0"], "batch_size": ["--batch-size", "3"], "workers": ["--workers", "1"],
+             "limit": ["--limit", "4"]}
+    argv = [command, *REQUIRED[command], *(word for keyword in keywords for word in given[keyword])]
     assert main(argv) == 2 and "recorded" in capsys.readouterr().err
     (call,) = calls
-    assert [call[k] for k in ("device", "batch_size", "workers", "limit")] == ["cuda:0", 3, 1, 4]
+    assert {k: call[k] for k in keywords} == {k: v for k, v in
+                                              {"device": "cuda:0", "batch_size": 3, "workers": 1, "limit": 4}.items()
+                                              if k in keywords}
 
 
-@pytest.mark.parametrize("command", DATASET)
+@pytest.mark.parametrize("command", RUNNER)
 def test_an_option_the_api_does_not_take_is_refused_in_one_line(command, monkeypatch, capsys):
     calls = _replace(command, monkeypatch, "batch_size")
     assert main([command, *REQUIRED[command]]) == 2 and len(calls) == 1  # defaults: simply not passed

@@ -16,7 +16,7 @@ from PIL import Image
 
 import deconvnet.dataset.runner as runner_module
 from deconvnet.cli import main
-from deconvnet.dataset.imageset import expand, is_list_file
+from deconvnet.dataset.imageset import expand, image_set, is_list_file
 from deconvnet.errors import DeconvError
 from deconvnet.models.tiny_zfnet import TinyZFNet
 from deconvnet.tasks.evolution import evolution
@@ -128,6 +128,24 @@ def test_files_folders_and_list_files_expand_to_each_image_once(tmp_path):
         tmp_path / "a.png", tmp_path / "sub" / "b.png", tmp_path / "sub" / "c.jpg"]
     with pytest.raises(FileNotFoundError, match="no image folder or list file at"):
         expand(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_folders_list_files_and_images_together_are_one_set(command, tiny_loaded, checkpoint, tmp_path, capsys):
+    """`deconv top9 cats/ more.txt e.jpg ...`: every image once, named relative to the folder the sources share."""
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    for name in ("cats/a.jpg", "cats/b.jpg", "dogs/d.jpg", "e.jpg"):
+        _photo(tmp_path / name)
+    (tmp_path / "more.txt").write_text("dogs/d.jpg\ncats/a.jpg\n")  # a.jpg also comes from the folder: once
+    argv = _argv(command, tmp_path / "cats", tmp_path / "out", checkpoint)
+    at = argv.index(str(tmp_path / "cats"))
+    argv[at + 1:at + 1] = [str(tmp_path / "more.txt"), str(tmp_path / "e.jpg")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert _scored_images(command, tmp_path / "out") == 4
+    assert image_set([tmp_path / "cats", tmp_path / "more.txt", tmp_path / "e.jpg"]).names == [
+        "cats/a.jpg", "cats/b.jpg", "dogs/d.jpg", "e.jpg"]
+    assert image_set([tmp_path / "cats"]).names == image_set(tmp_path / "cats").names == ["a.jpg", "b.jpg"]
 
 
 def _call(command: str, images: Path, out: Path, checkpoint: Path, **options):

@@ -279,8 +279,8 @@ CASES = [
          ["no image folder or list file", "nothing here"],
          lambda f, d: top9_module.top9(f.path("nothing here"), d / "out", layers=["features.3.squeeze"],
                                        progress=False)),
-    Case("top9 k", lambda f, d: [*TOP9, "--k", "0", f.folder, "-o", d / "out"], ["k must be an integer >= 1", "0"],
-         lambda f, d: top9_module.top9(f.folder, d / "out", layers=["features.3.squeeze"], k=0, progress=False)),
+    Case("top9 k", lambda f, d: [*TOP9, "--k", "0", f.folder, "-o", d / "out"],
+         ["--k must be a whole number of at least 1, received '0'"]),  # the grammar's, before the model loads
     # Weights.
     _with(_weights("missing.pt"), ["weights file not found", "missing.pt"], FileNotFoundError),
     _with(_weights("a folder.jpg"), ["expected a weights file, received a directory"]),
@@ -341,6 +341,12 @@ def test_bad_input_gets_one_clear_line(case, files, tmp_path, monkeypatch, capsy
 
 
 # ---------------------------------------------------------------- through the API only
+
+def test_top9_refuses_k_below_one_before_any_output(files, tmp_path):
+    with pytest.raises(DeconvError, match="k must be an integer >= 1"):
+        top9_module.top9(files.folder, tmp_path / "out", layers=["features.3.squeeze"], k=0, progress=False)
+    assert not (tmp_path / "out").exists()
+
 
 @pytest.fixture(scope="module")
 def alexnet():

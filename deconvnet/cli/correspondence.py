@@ -24,8 +24,7 @@ def add_parser(commands) -> None:
     grammar.add_output_option(parser, folder=True, default="correspondence", help="default: correspondence")
     parser.add_argument("--repeats", type=int, default=5, help="random boxes per part and image (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random boxes (default 0)")
-    parser.add_argument("--batch-size", type=grammar.whole_number(1, "--batch-size"), default=16,
-                        help="occluded images per forward pass (default 16)")
+    grammar.add_batch_size_option(parser, default=16, help="occluded images per forward pass")
     grammar.add_model_options(parser)
 
 

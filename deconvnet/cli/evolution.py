@@ -19,7 +19,7 @@ def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "evolution", HELP, grammar.details(__doc__))
     parser.add_argument("checkpoints", help="a folder of checkpoints (.safetensors or .pt state dicts, sorted "
                                             "naturally by name) or a text file listing them in training order")
-    parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
+    grammar.add_images_argument(parser)
     grammar.add_layer_option(parser, many=False, required=True)
     grammar.add_channel_option(parser, default="0-7", **grammar.DATASET_CHANNELS)
     grammar.add_output_option(parser, folder=True, default="evolution", help="default: evolution")

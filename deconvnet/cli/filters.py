@@ -16,9 +16,8 @@ HELP = "first-layer filters, their spatial frequencies and aliasing at the strid
 
 def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "filters", HELP, grammar.details(__doc__))
-    parser.add_argument("images", nargs="*",
-                        help="optional images (files, folders or list files): also report the filters that "
-                             "never activate on them")
+    grammar.add_images_argument(parser, optional=True,
+                                help="optional; also report the filters that never activate on them")
     grammar.add_layer_option(parser, many=False, help="a Conv2d layer, name or alias (default: the first convolution)")
     parser.add_argument("--stride", type=int,
                         help="analyse aliasing at this stride instead of the layer's own")
@@ -28,8 +27,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--dead-fraction", type=float, default=0.1,
                         help="a filter is dead when its RMS is below this fraction of the median (default 0.1)")
     parser.add_argument("--dft-size", type=int, help="zero-pad the kernels to this side before the DFT (default 64)")
-    parser.add_argument("--batch-size", type=grammar.whole_number(1, "--batch-size"), default=16,
-                        help="images per forward pass (default 16)")
+    grammar.add_batch_size_option(parser, default=16)
     grammar.add_output_option(parser, folder=False, help="default filters_<model>_<layer>.png; the JSON and the "
                                                          "spectrum CSV go beside it")
     grammar.add_model_options(parser)

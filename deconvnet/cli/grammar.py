@@ -46,6 +46,14 @@ class Parser(argparse.ArgumentParser):
         vars(parsed).pop(_GIVEN, None)  # ListOption's bookkeeping is not a result
         return parsed, rest
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, rest = self.parse_known_args(args, namespace)
+        if rest:  # named by the command's parser, so the hint points at that command's --help
+            commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            chosen = commands[0].choices.get(getattr(parsed, commands[0].dest, None)) if commands else None
+            (chosen or self).error(f"unrecognized arguments: {' '.join(rest)}")
+        return parsed
+
 
 def add_command(commands, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
     """A command's sub-parser: ``summary`` is its line in ``deconv --help``, ``details`` follow in its own help."""
@@ -311,18 +319,37 @@ def add_model_options(parser: argparse.ArgumentParser, *, weights: str = "") -> 
     parser.add_argument("--weights", help=weights or "a local state dict (.safetensors or .pt), or 'random'")
 
 
-def add_dataset_options(parser: argparse.ArgumentParser, *, batch_size: int, workers: int = 2,
-                        limit: int | None = None) -> None:
-    """``--batch-size``, ``--workers``, ``--limit`` and ``--device`` of a command that runs over images."""
-    parser.add_argument("--batch-size", type=whole_number(1, "--batch-size"), default=batch_size,
-                        help=f"images per forward pass (default {batch_size})")
-    parser.add_argument("--workers", type=whole_number(0, "--workers"), default=workers,
-                        help=f"image-decoding processes (default {workers}; 0: in this process)")
+def add_dataset_options(parser: argparse.ArgumentParser, *, batch_size: int, workers: int | None = 2,
+                        limit: int | None = None, takes_device: bool = True) -> None:
+    """``--batch-size``, ``--workers``, ``--limit`` and ``--device`` of a command that runs over images.
+
+    ``workers=None`` or ``takes_device=False`` leaves that option out, for a command that does not take it.
+    """
+    add_batch_size_option(parser, default=batch_size)
+    defaults: dict[str, Any] = {"batch_size": batch_size, "limit": limit}
+    if workers is not None:
+        parser.add_argument("--workers", type=whole_number(0, "--workers"), default=workers,
+                            help=f"image-decoding processes (default {workers}; 0: in this process)")
+        defaults["workers"] = workers
     parser.add_argument("--limit", type=image_limit, default=limit, metavar="N",
                         help=f"use only the first N images, or all (default {limit or 'all'})")
-    parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
-    defaults = {"device": "cpu", "batch_size": batch_size, "workers": workers, "limit": limit}
+    if takes_device:
+        parser.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
+        defaults["device"] = "cpu"
     parser.set_defaults(**{_DATASET_DEFAULTS: defaults})
+
+
+def add_batch_size_option(parser: argparse.ArgumentParser, *, default: int,
+                          help: str = "images per forward pass") -> None:
+    """``--batch-size``: a whole number from 1, the same option in every command that batches."""
+    parser.add_argument("--batch-size", type=whole_number(1, "--batch-size"), default=default,
+                        help=f"{help} (default {default})")
+
+
+def add_k_option(parser: argparse.ArgumentParser, *, per: str, default: int = 9) -> None:
+    """``--k``: how many images to keep per channel or unit (a whole number from 1)."""
+    parser.add_argument("--k", type=whole_number(1, "--k"), default=default,
+                        help=f"images per {per} (default {default})")
 
 
 _DATASET_DEFAULTS = "_dataset_defaults"
@@ -330,7 +357,7 @@ DATASET_OPTIONS = {"device": "--device", "batch_size": "--batch-size", "workers"
 
 
 def dataset_keywords(api: Callable, args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """``--device``, ``--batch-size``, ``--workers``, ``--limit`` as the keywords ``api`` takes.
+    """The dataset options the command declares (``--device``, ``--batch-size``, ...) as ``api``'s keywords.
 
     An option the API does not take (yet) is left out at its default and refused in one line
     when given, rather than failing with a TypeError.
@@ -339,12 +366,27 @@ def dataset_keywords(api: Callable, args: argparse.Namespace, command: str) -> d
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values())
     defaults = getattr(args, _DATASET_DEFAULTS)
     keywords = {}
-    for keyword, option in DATASET_OPTIONS.items():
+    for keyword, default in defaults.items():
         if keyword in taken or takes_any:
             keywords[keyword] = getattr(args, keyword)
-        elif getattr(args, keyword) != defaults[keyword]:
-            raise DeconvError(f"{command} does not take {option} yet; leave it out")
+        elif getattr(args, keyword) != default:
+            raise DeconvError(f"{command} does not take {DATASET_OPTIONS[keyword]} yet; leave it out")
     return keywords
+
+
+# ---------------------------------------------------------------- images
+
+IMAGES_HELP = ("image files, folders (searched recursively) or list files (.txt/.tsv: one path per line, "
+               "relative to the list's folder)")
+
+
+def add_images_argument(parser: argparse.ArgumentParser, *, optional: bool = False, help: str = "") -> None:
+    """The positional IMAGES of every image-taking command: one or more files, folders or list files.
+
+    The API reads them with ``deconvnet.dataset.imageset.expand`` (one rule for list files).
+    """
+    parser.add_argument("images", nargs="*" if optional else "+", metavar="IMAGES",
+                        help=f"{help}{': ' if help else ''}{IMAGES_HELP}")
 
 
 # ---------------------------------------------------------------- output

@@ -18,9 +18,7 @@ HELP = "feature distance and class probability under translation, scale, rotatio
 
 def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "invariance", HELP, grammar.details(__doc__))
-    parser.add_argument("images", nargs="+",
-                        help="image files, folders, or a list file (.txt/.tsv: a path per line, optionally TAB and "
-                             "the image's class name or index)")
+    grammar.add_images_argument(parser, help="a list file's line may add a TAB and the image's class name or index")
     grammar.add_layer_option(parser, many=True,
                              help="layers to compare, comma-separated or repeated, one figure column each (default: "
                                   "an early and a late layer, e.g. _relu0 and _avg_pooling for efficientnet-lite0)")

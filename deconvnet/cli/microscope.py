@@ -15,7 +15,7 @@ FEATUREVIS_OPTIONS = (("steps", 256, "optimization steps"), ("size", 128, "image
 
 def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "microscope", HELP)
-    parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
+    grammar.add_images_argument(parser)
     grammar.add_output_option(parser, folder=True, required=True, help="an existing site is extended")
     grammar.add_layer_option(parser, many=True, default="all",
                              help="all (every conv and fully connected layer, default) or names/aliases, "
@@ -25,7 +25,7 @@ def add_parser(commands) -> None:
                                     "minutes, extended later")
     grammar.add_mode_option(parser, many=True, default=["deconvnet"],
                             help="projection rules, comma-separated: deconvnet (default), guided, backprop")
-    parser.add_argument("--k", type=int, default=9, help="images per unit (default 9)")
+    grammar.add_k_option(parser, per="unit")
     parser.add_argument("--labels", help="TSV file of file<TAB>label (default: the images' sub-folder names)")
     grammar.add_dataset_options(parser, batch_size=8, workers=2)
     parser.add_argument("--restart", action="store_true", help="discard the site's results and build it again")

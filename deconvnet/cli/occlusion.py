@@ -27,8 +27,7 @@ def add_parser(commands) -> None:
                         help=f"side of the grey square in pixels (default {OCCLUSION_SIZE})")
     parser.add_argument("--stride", type=int, default=OCCLUSION_STRIDE,
                         help=f"step between its positions in pixels (default {OCCLUSION_STRIDE})")
-    parser.add_argument("--batch-size", type=grammar.whole_number(1, "--batch-size"), default=OCCLUSION_BATCH_SIZE,
-                        help=f"occluded images per forward pass (default {OCCLUSION_BATCH_SIZE})")
+    grammar.add_batch_size_option(parser, default=OCCLUSION_BATCH_SIZE, help="occluded images per forward pass")
     grammar.add_output_option(parser, folder=False, help="default <image>_occlusion_<layer>_c<channel>.png "
                                                          "or ..._class_<class>.png")
     grammar.add_model_options(parser)

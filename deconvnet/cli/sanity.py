@@ -11,7 +11,7 @@ HELP = "sanity checks: maps under weight randomization, other units and other cl
 
 def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "sanity", HELP)
-    parser.add_argument("images", nargs="+", help="image files, folders (searched recursively) or text files of paths")
+    grammar.add_images_argument(parser)
     grammar.add_output_option(parser, folder=True, required=True, help="figures and sanity.json")
     grammar.add_layer_option(parser, many=False, required=True,
                              help="layer of the target (see deconv layers); logits for a class")
@@ -27,7 +27,8 @@ def add_parser(commands) -> None:
                         help="skip the independent randomization (one step at a time): half the work")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the re-initializations and random picks (default 0)")
-    grammar.add_dataset_options(parser, batch_size=8, workers=0, limit=16)
+    # The first 16 images decode in a blink and the maps are computed on the CPU, so no --workers, no --device.
+    grammar.add_dataset_options(parser, batch_size=8, workers=None, limit=16, takes_device=False)
     grammar.add_model_options(parser)
 
 

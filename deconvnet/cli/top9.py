@@ -11,11 +11,11 @@ HELP = "the 9 images that activate each channel most, projected (Fig. 2)"
 
 def add_parser(commands) -> None:
     parser = grammar.add_command(commands, "top9", HELP)
-    parser.add_argument("images", help="a folder of images (searched recursively) or a text file of paths")
+    grammar.add_images_argument(parser)
     grammar.add_output_option(parser, folder=True, required=True)
     grammar.add_layer_option(parser, many=True, required=True)
     grammar.add_channel_option(parser, default="all", **grammar.DATASET_CHANNELS)
-    parser.add_argument("--k", type=int, default=9, help="images per channel (default 9)")
+    grammar.add_k_option(parser, per="channel")
     grammar.add_mode_option(parser, many=True, default=["deconvnet"],
                             help="projection rules, comma-separated: deconvnet (default), guided, backprop; "
                                  "several: one sheet per mode in OUT/<mode>/, from one scan")

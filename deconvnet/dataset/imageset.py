@@ -1,4 +1,4 @@
-"""The image set of a dataset command: a folder, a list file or one image, named relative to a root.
+"""The image set of a dataset command: folders, list files or images, named relative to a root.
 
 One expander turns "files, folders or list files" into image paths for the whole package:
 a folder gives the image files below it (recursively, sorted), a text file gives the paths
@@ -175,34 +175,55 @@ def relative_name(path: Path, root: Path) -> str:
         return path.absolute().as_posix()
 
 
-def image_set(images: str | os.PathLike, *, exclude: Path | None = None, limit: int | None = None) -> ImageSet:
-    """The image set named by ``images`` (a folder, a list file or one image), never below ``exclude``.
+ImageSources = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def image_set(images: ImageSources, *, exclude: Path | None = None, limit: int | None = None) -> ImageSet:
+    """The image set named by ``images`` (folders, list files or images), never below ``exclude``.
+
+    One source is the run's root (its folder, for a file); several are named relative to the
+    folder they share, so a run over one folder names its images the same either way.
 
     >>> image_set("photos/", limit=100).names[:2]                          # doctest: +SKIP
     ['cats/a.jpg', 'cats/b.jpg']
+    >>> image_set(["photos/cats", "dogs.txt"]).root                        # doctest: +SKIP
+    PosixPath('photos')
     """
-    source = Path(images)
-    if not source.exists():
-        raise DeconvError(f"no image folder or list file at {source} (nor an image file)")
+    sources = [Path(images)] if isinstance(images, (str, os.PathLike)) else [Path(item) for item in images]
+    if not sources:
+        raise DeconvError("expected at least one image folder, list file or image, received none")
+    for source in sources:
+        if not source.exists():
+            raise DeconvError(f"no image folder or list file at {source} (nor an image file)")
     outside = exclude.resolve() if exclude is not None else None
 
     def kept(path: Path) -> bool:
         return outside is None or outside not in path.resolve().parents
 
-    paths = [p for p in expand(source) if kept(p)]
+    paths = [p for p in expand(sources) if kept(p)]
     others = []
-    if source.is_dir():
+    for source in (s for s in sources if s.is_dir()):
         for path in sorted(source.rglob("*")):
             hidden = any(part.startswith(".") for part in path.relative_to(source).parts)
             if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES and not hidden and kept(path):
                 others.append((str(path), f"not an image file (suffix {path.suffix or 'none'!r})"))
     paths = paths[:limit] if limit is not None else paths
+    named = ", ".join(map(str, sources))
     if not paths:
-        what = "the list file" if source.is_file() else "the folder"
-        raise DeconvError(f"no images found in {source}: {what} names no image file "
+        what = ("the list file" if sources[0].is_file() else "the folder") if len(sources) == 1 else "they"
+        raise DeconvError(f"no images found in {named}: {what} name{'' if what == 'they' else 's'} no image file "
                           f"(looked for {', '.join(IMAGE_SUFFIXES)})")
-    root = source if source.is_dir() else source.parent
-    return ImageSet(root, paths, [relative_name(p, root) for p in paths], source.is_dir(), others)
+    folders = [source if source.is_dir() else source.parent for source in sources]
+    root = folders[0] if len(folders) == 1 else _shared_folder(folders)
+    from_folder = all(source.is_dir() for source in sources)
+    return ImageSet(root, paths, [relative_name(p, root) for p in paths], from_folder, others)
+
+
+def _shared_folder(folders: Sequence[Path]) -> Path:
+    try:
+        return Path(os.path.commonpath(folders))
+    except ValueError:  # relative and absolute paths mixed
+        return Path(os.path.commonpath([folder.absolute() for folder in folders]))
 
 
 class ImageFiles(Dataset):

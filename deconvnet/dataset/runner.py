@@ -39,7 +39,7 @@ from . import folderlock
 from .accumulators import Accumulator, batch_scores
 from .checkpoint import Checkpoint
 from .distributed import Group, join, pick_device
-from .imageset import ImageFiles, ImageSet, collate, image_set
+from .imageset import ImageFiles, ImageSet, ImageSources, collate, image_set
 
 Accumulators = Callable[[int], dict[str, Accumulator]]  # channels -> a fresh accumulator per name
 
@@ -126,7 +126,7 @@ class Job:
     ...     loaded = job.model("vgg16-hed")
     """
 
-    def __init__(self, images: str | os.PathLike, out_dir: str | os.PathLike, options: RunOptions, *,
+    def __init__(self, images: ImageSources, out_dir: str | os.PathLike, options: RunOptions, *,
                  progress: bool = True) -> None:
         self.options, self.progress = options, progress
         self.out = Path(out_dir)

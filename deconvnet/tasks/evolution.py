@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..channels import ChannelSelection, channel_numbers, select_channels
 from ..dataset.accumulators import TopK
 from ..dataset.images import open_image
-from ..dataset.imageset import read_list
+from ..dataset.imageset import ImageSources, read_list
 from ..dataset.results import Entry
 from ..dataset.runner import Job, RunOptions
 from ..engine import Deconvnet
@@ -128,7 +128,7 @@ class Evolution:
 
 def evolution(
     checkpoints: str | os.PathLike | Sequence[str | os.PathLike],
-    images: str | os.PathLike,
+    images: ImageSources,
     out_dir: str | os.PathLike,
     *,
     layer: str,
@@ -147,7 +147,7 @@ def evolution(
 
     Every checkpoint is loaded safely, like ``--weights`` (safetensors, or ``torch.load``
     with ``weights_only=True``); one for another architecture is refused with the keys
-    and shapes that do not fit. ``images`` is a folder, a list file or one image. Writes
+    and shapes that do not fit. ``images`` is a folder, a list file, one image, or a list of these. Writes
     ``out_dir/evolution.json`` and ``out_dir/evolution.png``; ``on_batch(number)`` is called
     after each scanned batch.
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from ...channels import ChannelSelection, ClassChannels, Strongest, channel_numbers, describe_count, select_channels
 from ...dataset.accumulators import Histograms, TopK
+from ...dataset.imageset import ImageSources
 from ...dataset.results import LayerResults
 from ...dataset.runner import Job, RunOptions
 from ...engine import Deconvnet
@@ -79,8 +80,9 @@ def _channels_of(channels: ChannelSelection, layer: str, count: int, loaded: Loa
     return present
 
 
-def microscope(images, site_dir, *, layers: str | Sequence[str] = "all", modes: Sequence[str] = ("deconvnet",),
-               k: int = 9, labels=None, model: str | LoadedModel = "vgg16-hed", weights=None,
+def microscope(images: ImageSources, site_dir, *, layers: str | Sequence[str] = "all",
+               modes: Sequence[str] = ("deconvnet",), k: int = 9, labels=None,
+               model: str | LoadedModel = "vgg16-hed", weights=None,
                channels: ChannelSelection = "all", batch_size: int = 8, workers: int = 2,
                limit: int | None = None, device: str = "cpu", restart: bool = False, progress: bool = True,
                on_batch: Callable[[int], None] | None = None,

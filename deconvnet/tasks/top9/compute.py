@@ -54,6 +54,7 @@ import torch
 
 from ...channels import ChannelSelection, channel_numbers, select_channels
 from ...dataset.accumulators import TopK
+from ...dataset.imageset import ImageSources
 from ...dataset.results import LayerResults, ScanResults
 from ...dataset.runner import Job, RunOptions
 from ...engine import Deconvnet
@@ -82,13 +83,13 @@ class Top9Summary:
     results_paths: list[Path] = field(default_factory=list)  # one per mode, in the order given
 
 
-def top9(images, out_dir, *, layers: Sequence[str], channels: ChannelSelection = "all", k: int = 9,
+def top9(images: ImageSources, out_dir, *, layers: Sequence[str], channels: ChannelSelection = "all", k: int = 9,
          model: str | LoadedModel = "vgg16-hed", weights=None, mode: str | Sequence[str] = "deconvnet",
          batch_size: int = 32, workers: int = 2, limit: int | None = None, device: str = "cpu", restart: bool = False,
          progress: bool = True, render: bool = True, on_batch: Callable[[int], None] | None = None) -> Top9Summary:
     """Find each channel's k strongest images in ``images`` and render them into ``out_dir``.
 
-    ``images`` is a folder (searched recursively), a list file, or one image. See the module
+    ``images`` is a folder (searched recursively), a list file, one image, or a list of these. See the module
     docstring for the outputs and the format of ``top9.json``; ``render=False`` stops after
     writing it (the scan alone). A ``LoadedModel`` passed as ``model`` is only read: when it
     lives on another device than ``device``, a copy is used. ``on_batch(number)`` is called

@@ -21,7 +21,8 @@ import torch
 from featurevis_common import LAYER_INDEX, Normalised, channel_means, import_lucent, lucent_render, plain_features
 
 import deconvnet
-from deconvnet.dataset.images import list_images, open_image
+from deconvnet.dataset.images import open_image
+from deconvnet.dataset.imageset import expand
 from deconvnet.fileio import atomic_path
 from machine import describe  # scripts/machine.py
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     loaded = deconvnet.load("vgg16-hed")
     features = plain_features(loaded)
-    paths = list_images(args.samples)[:args.photos]
+    paths = expand(args.samples)[:args.photos]
     maxima = cached_maxima(args.cache, features, loaded.transform, paths)
     print(f"# {describe()}; device {args.device}")
     print(f"# vgg16-hed, channels 0..{args.channels - 1}, {args.size} px, {args.steps} steps, "

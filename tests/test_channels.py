@@ -56,12 +56,12 @@ def test_the_selectors_refuse_what_selects_nothing():
 @pytest.mark.parametrize("task", ["top9", "microscope", "evolution"])
 def test_a_task_refuses_an_int_before_the_model_loads(task, monkeypatch, tmp_path):
     import deconvnet.dataset.runner as runner
-    import deconvnet.models as models
+    import deconvnet.models.loading as loading
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the channels were checked")
 
-    monkeypatch.setattr(models, "load", never)
+    monkeypatch.setattr(loading, "load", never)  # resolve_model's
     monkeypatch.setattr(runner.Job, "__init__", never)
     if task == "top9":
         from deconvnet.tasks.top9.compute import top9 as call

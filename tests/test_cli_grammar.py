@@ -398,12 +398,14 @@ def test_the_channels_reach_the_dataset_apis_as_numbers(monkeypatch, capsys):
 def test_a_dataset_command_refuses_top_and_class_names_before_the_model_loads(command, form, fact, tmp_path,
                                                                              monkeypatch, capsys):
     """The real command, with real image files: only the model loader is replaced, so that reaching it fails."""
-    import deconvnet.models
+    import deconvnet.dataset.runner as runner
+    import deconvnet.models.loading as loading
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the channels were checked")
 
-    monkeypatch.setattr(deconvnet.models, "load", no_loading)
+    monkeypatch.setattr(loading, "load", no_loading)  # resolve_model's
+    monkeypatch.setattr(runner, "load", no_loading)  # the dataset runner's
     photos = tmp_path / "photos"
     photos.mkdir()
     for index in range(2):

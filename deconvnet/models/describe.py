@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from . import LoadedModel
+    from .loaded import LoadedModel
     from .transforms import ImageTransform
 
 GREY_RGB = 128

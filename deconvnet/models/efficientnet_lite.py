@@ -205,7 +205,7 @@ def _with_weights(state: dict[str, Tensor]) -> EfficientNetLite0:
 
 def pretrained_efficientnet_lite0():
     """The registry's ``efficientnet-lite0``: weights, preprocessing, SHA-256 and ImageNet class names."""
-    from . import LoadedModel  # here, not at the top: models imports this module
+    from .loaded import LoadedModel  # here, not at the top: the registry imports this module
 
     path = weights_file()
     data = path.read_bytes()

@@ -17,8 +17,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
+from .loaded import LoadedModel
+from .loading import build_seeded, first_line, import_optional
+from .registry import RANDOM
 from .transforms import ImageTransform
+from .weights import load_state_file
 
 PREFIX = "hf:"
 # A processor's pixel values and ours may differ by float rounding (the processor fuses rescale and

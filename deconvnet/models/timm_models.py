@@ -12,8 +12,11 @@ import os
 from typing import Any, Mapping
 
 from ..errors import DeconvError
-from . import RANDOM, LoadedModel, build_seeded, first_line, import_optional, load_state_file
+from .loaded import LoadedModel
+from .loading import build_seeded, first_line, import_optional
+from .registry import RANDOM
 from .transforms import INTERPOLATIONS, ImageTransform
+from .weights import load_state_file
 
 PREFIX = "timm:"
 DEFAULT_CROP_PCT = 0.875  # timm's, when a pretrained config gives none

@@ -34,9 +34,11 @@ def cone_forward_tried_on_sight(monkeypatch):
     """The library answers a geometry's first sighting with the full forward and tries it when it
     comes back (engine/faithful.py); the tests try it at once, so that every test that projects a
     unit alone in its image exercises the cone forward and its trial."""
+    import deconvnet.engine.deconvnet as engine_deconvnet
     import deconvnet.engine.faithful as faithful
 
     monkeypatch.setattr(faithful, "TRIAL_AFTER", 0)
+    monkeypatch.setattr(engine_deconvnet, "CONE_MAX_SHARE", 1.0)  # the tests' small images: cones cover most
 
 
 @pytest.fixture(scope="session")

@@ -215,3 +215,22 @@ def test_a_geometry_is_tried_when_it_comes_back_and_once_only_leaving_the_random
         assert stats.full_units + stats.cone_units == 3 and stats.full_units >= 1
         dn.project_units(x, "features.11", [(0, 2, (0, 0))])  # a corner: another geometry, first seen
         assert stats.trials == 1
+
+
+def test_a_cone_covering_most_of_the_image_reads_the_full_forward_without_a_trial(monkeypatch):
+    """The library's policy (conftest lifts it): a cone larger than CONE_MAX_SHARE of the image saves
+    little of a full forward, so its unit reads the full forward at once, and no trial runs; a small
+    cone in the same session still runs forward over its cone."""
+    import deconvnet.engine.deconvnet as engine_deconvnet
+
+    monkeypatch.setattr(engine_deconvnet, "CONE_MAX_SHARE", 0.5)
+    torch.manual_seed(11)
+    x = torch.rand(2, 3, 64, 64)
+    with deconvnet.Deconvnet(build("vgg11_bn")) as dn:
+        stats = dn.cone_statistics
+        large, small = "features.18", "features.4"  # fields 62 and 8 px against a 64 px image
+        assert min(dn.receptive_field(large).size[0], 64) ** 2 > 0.5 * 64 ** 2 > dn.receptive_field(small).size[0] ** 2
+        assert_equals_full_pass(dn, x, large, [(0, 3, (2, 2)), (1, 5, (4, 1))], "guided")
+        assert (stats.cone_units, stats.trials, stats.full_units) == (0, 0, 2)
+        assert_equals_full_pass(dn, x, small, [(0, 3, (12, 12))], "guided")
+        assert stats.cone_units == 1 and stats.trials == 1

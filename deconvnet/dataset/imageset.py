@@ -208,10 +208,10 @@ def image_set(images: ImageSources, *, exclude: Path | None = None, limit: int |
             if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES and not hidden and kept(path):
                 others.append((str(path), f"not an image file (suffix {path.suffix or 'none'!r})"))
     paths = paths[:limit] if limit is not None else paths
-    named = ", ".join(map(str, sources))
     if not paths:
-        what = ("the list file" if sources[0].is_file() else "the folder") if len(sources) == 1 else "they"
-        raise DeconvError(f"no images found in {named}: {what} name{'' if what == 'they' else 's'} no image file "
+        what = "none of them names" if len(sources) > 1 else (
+            "the list file names" if sources[0].is_file() else "the folder holds")
+        raise DeconvError(f"no images found in {', '.join(map(str, sources))}: {what} no image file "
                           f"(looked for {', '.join(IMAGE_SUFFIXES)})")
     folders = [source if source.is_dir() else source.parent for source in sources]
     root = folders[0] if len(folders) == 1 else _shared_folder(folders)

@@ -38,6 +38,24 @@ def test_cone_pass_equals_autograd_in_corners_and_middle(position, mode):
     assert_same_projection(projection.maps, expected, **network_sums(model))  # autograd adds in another order
 
 
+@pytest.mark.parametrize("mode", ["deconvnet", "guided", "backprop"])
+def test_a_unit_that_reads_only_padding_has_a_zero_map(mode):
+    # Output (0, 0) of a 1x1 convolution with padding 1 reads only the padding: its cone below is
+    # empty (found by tests/test_property_adjoint.py on all-zero activations). Its value is the
+    # bias, its map zero; an interior unit in the same call is unaffected.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.MaxPool2d(2, 1, 1), nn.Conv2d(2, 2, 1, 2, 1, 2), nn.ReLU()).eval()
+    x = torch.randn(1, 2, 12, 13)
+    with deconvnet.Deconvnet(model) as dn:
+        projection = dn.project_units(x, "1", [(0, 1, (0, 0)), (0, 1, (3, 3))], mode=mode)
+    assert projection.units[0].value == model[1].bias[1].item()
+    assert torch.equal(projection.maps[0], torch.zeros_like(projection.maps[0]))
+    expected, value, _ = autograd_projection(model, x, "1", 1, (3, 3), mode)
+    assert projection.units[1].value == value
+    assert expected.abs().max() > 0
+    assert_same_projection(projection.maps[1:], expected, **network_sums(model))
+
+
 def test_vgg16_cones_have_the_hand_computed_sizes():
     """A conv5_3 unit's cone: 1 at conv5_3, 3x3 at conv5_2, 5x5 at conv5_1, 7x7 at pool4, 14x14 at
     conv4_3 (2x2 pool), 20x20 at pool3, 40x40 at conv3_3, ... 196x196 at the input (its field)."""

@@ -17,6 +17,7 @@ import deconvnet
 
 @st.composite
 def stacks(draw):
+    torch.manual_seed(draw(st.integers(0, 2**16)))  # the layers' initial weights: a failing case replays
     channels = draw(st.sampled_from([2, 4]))
     size = draw(st.integers(12, 24))
     layers, current, spatial = [], channels, size

@@ -98,13 +98,17 @@ def _spatial(record: Record, node: fx.Node) -> bool:
 
 def fitted(boxes: list[Box], height: int, width: int) -> list[Box]:
     """``boxes`` clipped to the map, then each grown to the largest clipped size, inward from the
-    border: every row of a batch keeps the same box size, and every box holds its cone.
+    border: every row of a batch keeps the same box size, and every box holds its cone. A box is at
+    least one position: a unit that reads only padding has an empty cone in the layers below, and
+    the windows of a max pool or convolution over an empty box are not defined.
 
     >>> fitted([Box(-2, 3, 5, 5), Box(4, 4, 5, 5)], 8, 8)
     [Box(top=0, left=3, height=4, width=5), Box(top=4, left=3, height=4, width=5)]
+    >>> fitted([Box(-1, -1, 1, 1)], 8, 8)  # a cone wholly in the padding
+    [Box(top=0, left=0, height=1, width=1)]
     """
     clipped = [box.clipped(height, width) for box in boxes]
-    h, w = max(box.height for box in clipped), max(box.width for box in clipped)
+    h, w = max(1, *(box.height for box in clipped)), max(1, *(box.width for box in clipped))
     return [Box(min(box.top, height - h), min(box.left, width - w), h, w) for box in clipped]
 
 

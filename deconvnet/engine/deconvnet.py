@@ -38,10 +38,13 @@ BACKWARD_CHUNK = 16  # units carried down together over whole maps
 # alone; conv5_3 51 ms alone, 68 in pairs, 94 in sixteens).
 CONE_CHUNK, CONE_CHUNK_PIXELS = 4, 8192
 WINDOW_CHUNK = 8  # input windows run forward together
-# A unit runs forward over its cone only while the cone's input box is at most this share of the
-# image. Beyond it the cone forward saves little of a full forward and its trials cost two, so the
-# full forward serves (measured on VGG16, 9 units over 9 images: relu5_3's cone covers 77% of the
-# image and costs 0.62 s a unit against 0.40 for the full pass; conv3_3's covers 3% and costs 7 ms).
+# In a batch of several images a unit runs forward over its cone only while the cone's input box is
+# at most this share of the image. Beyond it the cone forward saves little of a full forward and its
+# trials, over a batch of x's shape, cost two, so the full forward serves (measured on VGG16, 9 units
+# over 9 images: relu5_3's cone covers 77% of the image and costs 0.62 s a unit against 0.40 for the
+# full pass; conv3_3's covers 3% and costs 7 ms). A single image has no limit: the full forward a
+# cone saves is then the whole pass, and a trial costs two passes of one image (relu5_3 at 224 px,
+# warm: 0.071 s over the cone against 0.119 s through the full forward, scripts/bench.py).
 CONE_MAX_SHARE = 0.5
 
 
@@ -277,7 +280,7 @@ class Deconvnet(FeatureExtractor):
             # cones together cover less than the image: below that, one full forward serves them better.
             per_image = Counter(image for image, _, _ in units)
             cone = min(field.size[0], height) * min(field.size[1], width) if field.size else None
-            small = cone is None or cone <= CONE_MAX_SHARE * height * width
+            small = cone is None or x.shape[0] == 1 or cone <= CONE_MAX_SHARE * height * width
             alone = [row for row, (image, _, _) in enumerate(units) if small and (
                      per_image[image] == 1 or cone is not None and per_image[image] * cone <= height * width)]
             done = self._project_cones(x, target, [units[row] for row in alone], rule)

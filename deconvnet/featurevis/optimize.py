@@ -1,8 +1,13 @@
 """Feature visualization by optimization (Olah et al., "Feature Visualization", Distill 2017).
 
 The input that maximizes a unit, made by gradient ascent on a Fourier (or pixel) parametrization
-under random transformations. Every channel asked for is one image of the same batch: one forward
-and one backward per step for all of them, so a layer's 512 channels are a few batches.
+under random transformations. Every channel asked for is one image of the same batch, optimized
+in one step for all of them, so a layer's 512 channels are a few batches. A step draws its random
+transformations once for the whole batch; on a GPU the batch then runs forward and back at once,
+on a CPU a few images at a time (``STEP_CHUNK``), channels last, which oneDNN runs faster per image.
+The chunks' gradients are joined before they reach the image's parameters, so the step is the whole
+batch's, up to float rounding (each image's loss depends on its own pixels only; a channel's copies,
+which the diversity term compares, share a chunk).
 
 The model is never changed: the forward pass is the engine's truncated copy of the model's graph
 (it stops at ``layer``, shares the model's parameters, and holds no hook), and gradients are taken
@@ -27,6 +32,11 @@ from ..models.transforms import ImageTransform
 from .objectives import check_output, gram_similarity, scores
 from .param import make_param
 from .transforms import Transform, apply, standard_transforms
+
+# Images per forward and backward of the network in one step. oneDNN's convolutions run faster per
+# image in small batches and channels last (vgg16-hed to conv4_3 at 140 px, forward and backward, AMD
+# EPYC 2 cores AVX-512: 0.051 s an image in fours channels last, 0.084 in one batch of 16 NCHW).
+STEP_CHUNK = 4
 
 
 @dataclass
@@ -172,25 +182,36 @@ def feature_visualization(model: str | LoadedModel | nn.Module, layer: str,
 
         def run(rgb: Tensor) -> Tensor:
             x = normalise(rgb)
+            if x.dim() == 4 and x.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
             try:
                 return forward(x)[0]
             except RuntimeError as error:
                 raise features._failure(x, layer, error) from error
 
+        # A chunk holds whole groups of a channel's copies: the diversity term compares them. A GPU
+        # takes the whole batch at once.
+        chunk = copies * max(1, STEP_CHUNK // copies) if torch.device(device).type == "cpu" else len(targets)
         for step in tqdm(range(steps), desc=f"featurevis {layer}", unit="step", disable=not progress,
                          dynamic_ncols=True):
-            activations = run(apply(steps_applied, image(), generator))  # (N, C, h, w) or (N, K)
-            loss = -scores(activations, targets, objective).sum()  # a sum: each image's step ignores the others
-            if diversity > 0:
-                loss = loss + diversity * gram_similarity(activations, len(picked)).sum()
-            for p, grad in zip(parameters, torch.autograd.grad(loss, parameters)):
+            transformed = apply(steps_applied, image(), generator)  # (N, 3, h, w), one draw for all
+            pixel_grads = []
+            for part, wanted in zip(transformed.detach().split(chunk), targets.split(chunk)):
+                pixels = part.detach().requires_grad_(True)
+                activations = run(pixels)  # (n, C, h, w) or (n, K)
+                loss = -scores(activations, wanted, objective).sum()  # a sum: each image's step ignores the others
+                if diversity > 0:
+                    loss = loss + diversity * gram_similarity(activations, len(activations) // copies).sum()
+                pixel_grads.extend(torch.autograd.grad(loss, pixels))
+            for p, grad in zip(parameters, torch.autograd.grad(transformed, parameters, torch.cat(pixel_grads))):
                 p.grad = grad
             optimizer.step()
             if on_step is not None:
                 on_step(step + 1, steps)
         with torch.no_grad():
             rgb = image()
-            final = scores(run(rgb), targets, objective)
+            final = torch.cat([scores(run(part), wanted, objective)
+                               for part, wanted in zip(rgb.split(chunk), targets.split(chunk))])
             images = normalise(rgb)
     return FeatureVisualization(images=images.detach(), rgb=rgb.detach(), activations=final.detach(), layer=layer,
                                 channels=picked, objective=objective, copies=copies, transform=preprocessing)

@@ -168,3 +168,21 @@ def test_a_channel_gives_the_same_image_alone_and_in_a_batch():
     pairs = feature_visualization(net, "2", [1, 3], **options)
     assert (pair.images - pairs.images[2:]).abs().max() < 1e-10
     assert (pair.images[0] - pair.images[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_a_step_in_chunks_is_the_whole_batchs_step(monkeypatch, chunk):
+    """On a CPU the network runs a few images at a time (STEP_CHUNK); the chunks' gradients are joined
+    before the parameters, and a channel's copies (which the diversity term compares) share a chunk,
+    so the images equal one pass over the whole batch. float64: the kernels' rounding is far below 1e-10."""
+    import deconvnet.featurevis.optimize as optimize
+
+    net = _tiny().double()
+    options = dict(size=20, steps=5, lr=0.1, seed=4, copies=2, diversity=0.5)
+    monkeypatch.setattr(optimize, "STEP_CHUNK", 64)  # all six images in one pass
+    whole = feature_visualization(net, "2", [4, 1, 2], **options)
+    monkeypatch.setattr(optimize, "STEP_CHUNK", chunk)  # 1 -> chunks of 2 (a channel's copies); 4 -> of 4 and 2
+    chunked = feature_visualization(net, "2", [4, 1, 2], **options)
+    assert (whole.images - chunked.images).abs().max() < 1e-10
+    assert torch.allclose(whole.activations, chunked.activations, rtol=0, atol=1e-10)
+    assert (whole.images[0] - whole.images[1]).abs().max() > 1e-3  # the diversity term is at work

@@ -276,3 +276,133 @@ def test_a_cone_covering_most_of_the_image_reads_the_full_forward_without_a_tria
         # One image: the full forward a cone saves is the whole pass, so the large cone runs (tried first).
         assert_equals_full_pass(dn, x[:1], large, [(0, 3, (2, 2))], "guided")
         assert stats.cone_units == 2 and stats.trials == 2
+
+
+# Two units in each of images 0 and 2 of four. The last convolution's cone (18 px) covers more than
+# half of the 24 px image, so the units share their image's full forward, which can run image by
+# image, over images 0 and 2 only.
+SHARING = [(0, 3, (2, 2)), (0, 5, (1, 3)), (2, 4, (3, 1)), (2, 3, (0, 0))]
+
+
+def exact_network() -> nn.Module:
+    """Weights in {-1, 0, 1} on inputs in 0..15: every sum is an integer below 2**24 (405, 29160,
+    2.1e6 at most after each convolution), exact in float32 in any order, so on every CPU a row
+    alone gets, bit for bit, the numbers the whole batch gets: only a nudge can make them differ.
+    (The trial's noise is then made of such integers too: see integer_trials.)"""
+    torch.manual_seed(13)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    with torch.no_grad():
+        for module in model:
+            if isinstance(module, nn.Conv2d):
+                module.weight.copy_(torch.randint(-1, 2, module.weight.shape))
+                module.bias.zero_()
+    return model.eval()
+
+
+def integer_images() -> torch.Tensor:
+    return torch.randint(0, 16, (4, 3, 24, 24), generator=torch.Generator().manual_seed(14)).float()
+
+
+def integer_trials(monkeypatch) -> None:
+    """The trials draw integer images instead of Gaussian noise, on which the exact network's sums
+    are exact: the verdict then depends only on what the trial compares."""
+    def integer_noise(self, target, x, draw):
+        noise = torch.randint(0, 16, x.shape, generator=torch.Generator().manual_seed(15 + draw)).float()
+        return noise, self.recorder.record(noise, target, faithful.TRIAL_RULE)
+
+    monkeypatch.setattr(faithful.Trials, "_noise_record", integer_noise)
+
+
+def _recorded_batch_sizes(monkeypatch, nudge=None, only=None) -> list[int]:
+    """The batch size of every forward the recorder runs; ``nudge`` changes the records of one row
+    (only the ``only``-th such record, counting from 0, when given)."""
+    from deconvnet.engine.recorder import Recorder
+
+    sizes: list[int] = []
+    record = Recorder.record
+
+    def spy(self, x, target, rule):
+        made = record(self, x, target, rule)
+        if nudge is not None and x.shape[0] == 1 and only in (None, sizes.count(1)):
+            nudge(made)
+        sizes.append(x.shape[0])
+        return made
+
+    monkeypatch.setattr(Recorder, "record", spy)
+    return sizes
+
+
+def test_units_sharing_their_images_read_a_forward_over_each_of_those_images_alone(monkeypatch):
+    """After a trial that each row alone gets the numbers the four-row forward gives it, the units
+    read a forward over image 0 and one over image 2; their values are the model's, bit for bit."""
+    integer_trials(monkeypatch)
+    sizes = _recorded_batch_sizes(monkeypatch)
+    with deconvnet.Deconvnet(exact_network()) as dn:
+        assert_equals_full_pass(dn, integer_images(), "6", SHARING, "guided")
+        stats = dn.cone_statistics
+    assert (stats.row_trials, stats.failed_row_trials, stats.trials, stats.cone_units) == (1, 0, 0, 0)
+    # the trial: noise over 4 rows, then each row alone; the projection: images 0 and 2; the full pass
+    assert [size for size in sizes if size] == [4, 1, 1, 1, 1, 1, 1, 4]
+
+
+def test_image_by_image_forward_logic_equals_the_full_pass_in_float64(monkeypatch):
+    """The forward image by image, its verdict taken as given, on a BatchNorm network at a layer
+    whose cone covers the 64 px image: maps and values equal the full pass's to float64 rounding."""
+    monkeypatch.setattr(faithful.Trials, "rows_alone", lambda self, target, x: True)
+    sizes = _recorded_batch_sizes(monkeypatch)
+    torch.manual_seed(12)
+    x = torch.rand(4, 3, 64, 64, dtype=torch.float64)
+    units = [(3, 2, (1, 1)), (1, 7, (3, 2)), (3, 5, (0, 3)), (1, 2, None)]  # images 3 and 1, one unit its strongest
+    with deconvnet.Deconvnet(copy.deepcopy(build("vgg11_bn")).double()) as dn:
+        fast = dn.project_units(x, "features.18", units, mode="guided")
+        full = dn.project_units(x, "features.18", units, mode="guided", crop=False)
+    assert [unit[:3] for unit in fast.units] == [unit[:3] for unit in full.units]
+    torch.testing.assert_close(torch.tensor([u.value for u in fast.units], dtype=torch.float64),
+                               torch.tensor([u.value for u in full.units], dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(fast.maps, full.maps, rtol=1e-12, atol=1e-12 * float(full.maps.abs().max()))
+    assert [size for size in sizes if size] == [1, 1, 4]  # images 3 and 1 alone, then the full pass
+
+
+def _nudge_activation(record) -> None:
+    flat = record.activation.view(-1)
+    flat[0] = torch.nextafter(flat[0], torch.tensor(float("inf")))
+
+
+def _nudge_switch(record) -> None:
+    switches = next(saved[0] for saved in record.saved.values()
+                    if isinstance(saved, tuple) and saved and isinstance(saved[0], torch.Tensor)
+                    and saved[0].dtype == torch.int64)
+    switches.view(-1)[0] += 1
+
+
+def _nudge_mask(record) -> None:
+    mask = next(saved for saved in record.saved.values()
+                if isinstance(saved, torch.Tensor) and saved.dtype == torch.bool)
+    mask.view(-1)[0] = ~mask.view(-1)[0]
+
+
+@pytest.mark.parametrize("nudge", [_nudge_activation, _nudge_switch, _nudge_mask], ids=["value", "switch", "mask"])
+def test_rows_that_alone_get_other_numbers_read_the_forward_over_all_of_x(nudge, monkeypatch):
+    """A forward over one row made to differ from the four-row forward in one value, one max-pool
+    switch or one ReLU mask fails its trial: the units read the forward over all of x."""
+    integer_trials(monkeypatch)
+    sizes = _recorded_batch_sizes(monkeypatch, nudge)
+    with deconvnet.Deconvnet(exact_network()) as dn:
+        assert_equals_full_pass(dn, integer_images(), "6", SHARING, "guided")
+        stats = dn.cone_statistics
+    assert (stats.row_trials, stats.failed_row_trials) == (1, 1)
+    assert [size for size in sizes if size] == [4, 1, 4, 4]
+
+
+def test_a_trial_runs_every_row_alone(monkeypatch):
+    """A kernel may treat a batch's last rows apart; the last row alone made to differ (the trial's
+    fourth one-row forward) fails the trial too."""
+    integer_trials(monkeypatch)
+    sizes = _recorded_batch_sizes(monkeypatch, _nudge_activation, only=3)
+    with deconvnet.Deconvnet(exact_network()) as dn:
+        assert_equals_full_pass(dn, integer_images(), "6", SHARING, "guided")
+        stats = dn.cone_statistics
+    assert (stats.row_trials, stats.failed_row_trials) == (1, 1)
+    assert [size for size in sizes if size] == [4, 1, 1, 1, 1, 4, 4]

@@ -181,6 +181,8 @@ class Deconvnet(FeatureExtractor):
         # a recorded path holds for this input only, not for a window of it
         if crop and not self.concrete and field.size is not None and all(unit[2] is not None for unit in units):
             return self._project_cropped(x, target, list(units), field, rule, cones)
+        if crop and cones and not self.concrete:
+            return self._project_recorded(x, target, list(units), rule)
         return self._project_full(x, target, units, rule, cones=crop and cones)
 
     def _project_full(self, x: Tensor, target: Layer, units, rule: ReluRule, cones: bool = False) -> Projection:
@@ -190,6 +192,24 @@ class Deconvnet(FeatureExtractor):
             except RuntimeError as error:
                 raise self._failure(x, target.name, error) from error
             return self._backward_units(x, record, target, units, rule, cones)
+
+    def _project_recorded(self, x: Tensor, target: Layer, units: list, rule: ReluRule) -> Projection:
+        """The units from the record of a full forward, each backward pass over its cone. The forward
+        runs image by image over the images that have units, where a trial has shown that a row alone
+        gets the numbers the forward over all of x gives it (faithful.py); else over all of x."""
+        if x.shape[0] == 1 or not self._trials.rows_alone(target.node, x):
+            return self._project_full(x, target, units, rule, cones=True)
+        rows_of: dict[int, list[int]] = {}
+        for row, (image, _, _) in enumerate(units):
+            rows_of.setdefault(image, []).append(row)
+        maps: list[Tensor] = [None] * len(units)  # type: ignore[list-item]  # every row is set below
+        chosen: list[Unit] = [None] * len(units)  # type: ignore[list-item]
+        for image, rows in rows_of.items():
+            projection = self._project_full(x[image:image + 1], target, [(0, *units[row][1:]) for row in rows], rule,
+                                            cones=True)
+            for row, local_map, unit in zip(rows, projection.maps, projection.units):
+                maps[row], chosen[row] = local_map, unit._replace(image=image)
+        return Projection(torch.stack(maps), chosen, target)
 
     def _backward_units(self, x: Tensor, record: Record, target: Layer, units, rule: ReluRule,
                         cones: bool) -> Projection:
@@ -290,8 +310,7 @@ class Deconvnet(FeatureExtractor):
             self._trials.statistics.cone_units += len(units) - len(rest)
             self._trials.statistics.full_units += len(rest)
             if rest:
-                # the full forward of all of x: the model's numbers for an image depend on the batch
-                projection = self._project_full(x, target, [units[row] for row in rest], rule, cones=True)
+                projection = self._project_recorded(x, target, [units[row] for row in rest], rule)
                 for row, local_map, unit in zip(rest, projection.maps, projection.units):
                     maps[row], chosen[row] = local_map, unit
             return Projection(maps, chosen, target)

@@ -284,14 +284,15 @@ def test_a_cone_covering_most_of_the_image_reads_the_full_forward_without_a_tria
 SHARING = [(0, 3, (2, 2)), (0, 5, (1, 3)), (2, 4, (3, 1)), (2, 3, (0, 0))]
 
 
-def exact_network() -> nn.Module:
+def exact_network(second_pool: type[nn.Module] = nn.MaxPool2d) -> nn.Module:
     """Weights in {-1, 0, 1} on inputs in 0..15: every sum is an integer below 2**24 (405, 29160,
     2.1e6 at most after each convolution), exact in float32 in any order, so on every CPU a row
     alone gets, bit for bit, the numbers the whole batch gets: only a nudge can make them differ.
+    An average pool keeps them exact too (quarters of integers below 2**22).
     (The trial's noise is then made of such integers too: see integer_trials.)"""
     torch.manual_seed(13)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), second_pool(2),
                           nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
     with torch.no_grad():
         for module in model:
@@ -334,12 +335,14 @@ def _recorded_batch_sizes(monkeypatch, nudge=None, only=None) -> list[int]:
     return sizes
 
 
-def test_units_sharing_their_images_read_a_forward_over_each_of_those_images_alone(monkeypatch):
+@pytest.mark.parametrize("second_pool", [nn.MaxPool2d, nn.AvgPool2d])
+def test_units_sharing_their_images_read_a_forward_over_each_of_those_images_alone(second_pool, monkeypatch):
     """After a trial that each row alone gets the numbers the four-row forward gives it, the units
-    read a forward over image 0 and one over image 2; their values are the model's, bit for bit."""
+    read a forward over image 0 and one over image 2; their values are the model's, bit for bit.
+    (The average pool is an exact adjoint: its record keeps its input's leaves, compared too.)"""
     integer_trials(monkeypatch)
     sizes = _recorded_batch_sizes(monkeypatch)
-    with deconvnet.Deconvnet(exact_network()) as dn:
+    with deconvnet.Deconvnet(exact_network(second_pool)) as dn:
         assert_equals_full_pass(dn, integer_images(), "6", SHARING, "guided")
         stats = dn.cone_statistics
     assert (stats.row_trials, stats.failed_row_trials, stats.trials, stats.cone_units) == (1, 0, 0, 0)

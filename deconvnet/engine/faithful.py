@@ -191,7 +191,8 @@ class Trials:
 
 def _same_rows(whole: Any, alone: Any, rows: Tensor, batch: int) -> bool:
     """Whether ``alone``, recorded from some rows of a batch, is ``whole``'s record of those rows: a
-    tensor led by the batch by its rows, a batch's shape past its first size, anything else equal."""
+    tensor led by the batch by its rows, a batch's shape past its first size, containers item by
+    item, plain values equal."""
     if isinstance(whole, Tensor):
         if not isinstance(alone, Tensor):
             return False
@@ -203,4 +204,9 @@ def _same_rows(whole: Any, alone: Any, rows: Tensor, batch: int) -> bool:
     if isinstance(whole, (tuple, list)):
         return (type(whole) is type(alone) and len(whole) == len(alone)
                 and all(_same_rows(a, b, rows, batch) for a, b in zip(whole, alone)))
-    return whole == alone
+    if isinstance(whole, dict):  # an exact adjoint's leaves, by input node
+        return (isinstance(alone, dict) and whole.keys() == alone.keys()
+                and all(_same_rows(whole[key], alone[key], rows, batch) for key in whole))
+    if whole is None or isinstance(whole, (bool, int, float, str)):
+        return type(whole) is type(alone) and whole == alone
+    return False  # something else kept: not known to be the same, so not trusted

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.fx as fx
@@ -93,38 +93,47 @@ class Trials:
         """Whether a batch of this geometry class (box sizes and border contacts, known before any
         arithmetic) is among the first ``TRIAL_AFTER`` seen: it then reads the full forward, and
         neither the cone forward nor a trial runs."""
-        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device, rows, geometry_class)
-        self.sightings[key] = self.sightings.get(key, 0) + 1
-        return self.sightings[key] <= TRIAL_AFTER
+        return self._sighted((target, *_batch_key(x), rows, geometry_class))
 
     def faithful(self, shapes: Record, target: fx.Node, positions: list[tuple[int, int]], images: list[int],
                  x: Tensor, geometry: list) -> bool:
         """Whether the cone forward of these rows (whose ``geometry`` cone_record wrote) adds in the
         model's order; tried on random numbers the first time the geometry is seen."""
-        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device, len(positions), tuple(geometry))
-        if key not in self.verdicts:
-            start = time.perf_counter()
-            self.verdicts[key] = self._trial(shapes, target, positions, images, x)
-            self.statistics.trials += 1
-            self.statistics.failed_trials += not self.verdicts[key]
-            self.statistics.trial_seconds += time.perf_counter() - start
-        return self.verdicts[key]
+        key = (target, *_batch_key(x), len(positions), tuple(geometry))
+        return self._verdict(key, lambda: self._trial(shapes, target, positions, images, x), rows=False)
 
     def rows_alone(self, target: fx.Node, x: Tensor) -> bool:
         """Whether each row of x, run forward alone, records what the forward over all of x records for
         it: the target's values and every switch and mask, bit for bit. Tried on noise, every row, when
         a batch like x comes back (its first sighting answers False: the forward over x serves)."""
-        key = ("rows alone", target, tuple(x.shape), x.stride(), x.dtype, x.device)
-        self.sightings[key] = self.sightings.get(key, 0) + 1
-        if self.sightings[key] <= TRIAL_AFTER:
+        key = ("rows alone", target, *_batch_key(x))
+        if self._sighted(key):
             return False
+
+        def trial() -> bool:
+            noise, full = self._noise_record(target, x, 0)
+            return all(self._row_alone(noise, full, target, row) for row in range(x.shape[0]))
+
+        return self._verdict(key, trial, rows=True)
+
+    def _sighted(self, key: tuple) -> bool:
+        """Counts a sighting of ``key``: whether it is among the first ``TRIAL_AFTER``."""
+        self.sightings[key] = self.sightings.get(key, 0) + 1
+        return self.sightings[key] <= TRIAL_AFTER
+
+    def _verdict(self, key: tuple, trial: Callable[[], bool], rows: bool) -> bool:
+        """The verdict for ``key``, from ``trial`` the first time it is asked for, counted and timed."""
         if key not in self.verdicts:
             start = time.perf_counter()
-            noise, full = self._noise_record(target, x, 0)
-            self.verdicts[key] = all(self._row_alone(noise, full, target, row) for row in range(x.shape[0]))
-            self.statistics.row_trials += 1
-            self.statistics.failed_row_trials += not self.verdicts[key]
-            self.statistics.trial_seconds += time.perf_counter() - start
+            verdict = self.verdicts[key] = trial()
+            statistics = self.statistics
+            if rows:
+                statistics.row_trials += 1
+                statistics.failed_row_trials += not verdict
+            else:
+                statistics.trials += 1
+                statistics.failed_trials += not verdict
+            statistics.trial_seconds += time.perf_counter() - start
         return self.verdicts[key]
 
     def _row_alone(self, noise: Tensor, full: Record, target: fx.Node, row: int) -> bool:
@@ -138,7 +147,7 @@ class Trials:
         """The trials' ``draw``-th noise, of x's shape and layout, and its full record. The model's
         numbers depend on the batch's size, so the reference runs over all of x's rows; the first
         draw, which every geometry tried on a batch like x shares, is kept for the next trial."""
-        key = (target, tuple(x.shape), x.stride(), x.dtype, x.device)
+        key = (target, *_batch_key(x))
         if draw == 0 and self._noise is not None and self._noise[0] == key:
             return self._noise[1], self._noise[2]
         if draw == 0:
@@ -187,6 +196,11 @@ class Trials:
         reference = backward(self.graph, self.mirror, full, full_seed, target, image_rows, TRIAL_RULE,
                              list(positions))
         return torch.equal(ours, reference), values.numel()
+
+
+def _batch_key(x: Tensor) -> tuple:
+    """What of x chooses a kernel: its shape, layout, type and device."""
+    return (tuple(x.shape), x.stride(), x.dtype, x.device)
 
 
 def _same_rows(whole: Any, alone: Any, rows: Tensor, batch: int) -> bool:
